@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CACHE ?= cache
+SYNTH := $(CACHE)/synthetic_wider
+# Keep TF and XLA quiet and off any GPU in the tests.
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: venv demo test test-all lint bench clean
+
+venv: $(STAMP)
+
+# Re-installs only when the package metadata changed (idempotent).
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+$(SYNTH)/synthetic_info.json: | $(STAMP)
+	$(PY) tools/make_synthetic_wider.py --out $(SYNTH) --train 1000 --val 300 --seed 0 --crops 128
+
+demo: $(STAMP) $(SYNTH)/synthetic_info.json
+	$(PY) tools/preview_pipeline.py --root $(SYNTH) --out $(CACHE)/demo
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -n 2 -q
+
+test-all: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -n 2 -q -m ''
+
+bench: $(STAMP)
+	$(PY) benchmarks/input_pipeline.py
+
+clean:
+	rm -rf $(VENV) $(CACHE)

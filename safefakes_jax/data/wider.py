@@ -1,0 +1,426 @@
+"""WIDER FACE file formats: annotation text, evaluation ground truth (.mat), predictions.
+
+Follows the official layout (`../shared/reference/wider_eval.md` §2-4):
+
+* `wider_face_split/wider_face_{train,val}_bbx_gt.txt`: blocks of `event/name.jpg`, a face
+  count N, then N rows `x y w h blur expression illumination invalid occlusion pose`. An image
+  with N = 0 is followed by one all-zero dummy row, which is consumed and never becomes a face.
+* `eval_tools/ground_truth/wider_face_val.mat` and `wider_{easy,medium,hard}_val.mat`: cell
+  arrays per event (`event_list`, `file_list`, `face_bbx_list`, the six `*_label_list`s and,
+  in the setting files, `gt_list` of 1-based keep indices).
+* Prediction folders: `<pred_dir>/<event>/<name>.txt` with the image name, a count N and N rows
+  `x y w h score`.
+
+Every reader names the file and line of bad input. Every writer is atomic.
+
+Degenerate rows: the real val split has rows with w <= 0 or h <= 0 (wider_eval.md §1). Rows
+with a zero size are kept (they keep the row indices aligned with the .mat keep lists; trainers
+drop them); a *negative* size is an error unless `allow_negative=True` (needed for the real
+val split, whose `39_Ice_Skating_iceskiing_39_583` has w = -2).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import scipy.io
+
+from safefakes_jax.data import atomic_io
+
+ATTRIBUTE_NAMES = ('blur', 'expression', 'illumination', 'invalid', 'occlusion', 'pose')
+SETTINGS = ('easy', 'medium', 'hard')
+SPLITS = ('train', 'val')
+_LABEL_LISTS = tuple(f'{a}_label_list' for a in ATTRIBUTE_NAMES)
+
+
+class FormatError(ValueError):
+    """Malformed WIDER FACE file; the message starts with `file:line:`."""
+
+    def __init__(self, path: str | os.PathLike, line: int | None, message: str):
+        where = f'{os.fspath(path)}:{line}' if line is not None else os.fspath(path)
+        super().__init__(f'{where}: {message}')
+        self.path = os.fspath(path)
+        self.line = line
+
+
+@dataclasses.dataclass
+class ImageAnnotation:
+    """The faces of one image.
+
+    Attributes:
+      name: path relative to the images folder, as in the txt: `event/name.jpg`.
+      boxes: int32 [N, 4] `x y w h` in pixels (N may be 0).
+      attributes: int32 [N, 6] in `ATTRIBUTE_NAMES` order.
+    """
+
+    name: str
+    boxes: np.ndarray
+    attributes: np.ndarray
+
+    def __post_init__(self):
+        self.boxes = np.asarray(self.boxes, np.int32).reshape(-1, 4)
+        self.attributes = np.asarray(self.attributes, np.int32).reshape(-1, len(ATTRIBUTE_NAMES))
+        if len(self.boxes) != len(self.attributes):
+            raise ValueError(f'{self.name}: {len(self.boxes)} boxes but {len(self.attributes)} '
+                             'attribute rows')
+
+    @property
+    def event(self) -> str:
+        return self.name.split('/')[0]
+
+    @property
+    def stem(self) -> str:
+        base = self.name.split('/')[-1]
+        return base[:-4] if base.lower().endswith('.jpg') else os.path.splitext(base)[0]
+
+    @property
+    def valid_boxes(self) -> np.ndarray:
+        """Boxes with positive width and height, `x y w h` (the faces a detector trains on)."""
+        return self.boxes[(self.boxes[:, 2] > 0) & (self.boxes[:, 3] > 0)]
+
+
+@dataclasses.dataclass
+class GroundTruthImage:
+    """One val image of the evaluation ground truth.
+
+    Attributes:
+      event: event folder, e.g. `0--Parade`.
+      stem: image name without `.jpg`.
+      boxes: int32 [K, 4] `x y w h` (a 0-face image has one `[0 0 0 0]` row, as in the .mat).
+      keep: setting -> int64 0-based indices into `boxes` of the faces that count.
+    """
+
+    event: str
+    stem: str
+    boxes: np.ndarray
+    keep: dict[str, np.ndarray]
+
+
+@dataclasses.dataclass
+class GroundTruth:
+    """The contents of `eval_tools/ground_truth/`: events and images in the .mat order."""
+
+    events: list[str]
+    images: list[GroundTruthImage]
+
+
+def split_paths(root: str | os.PathLike, split: str) -> tuple[str, str]:
+    """Returns (annotation txt, images folder) of `split` ('train' or 'val') under `root`."""
+    if split not in SPLITS:
+        raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
+    root = os.fspath(root)
+    return (os.path.join(root, 'wider_face_split', f'wider_face_{split}_bbx_gt.txt'),
+            os.path.join(root, f'WIDER_{split}', 'images'))
+
+
+def ground_truth_dir(root: str | os.PathLike) -> str:
+    """The evaluation ground-truth folder of a WIDER-layout `root`."""
+    return os.path.join(os.fspath(root), 'eval_tools', 'ground_truth')
+
+
+# --------------------------------------------------------------------------- annotation txt
+
+
+def _parse_ints(path, lineno: int, line: str, n: int, what: str) -> list[int]:
+    fields = line.split()
+    if len(fields) != n:
+        raise FormatError(path, lineno, f'expected {n} fields ({what}), got {len(fields)}: '
+                          f'{line.strip()!r}')
+    try:
+        return [int(f) for f in fields]
+    except ValueError:
+        raise FormatError(path, lineno, f'non-integer field in {what}: {line.strip()!r}') from None
+
+
+def read_bbx_gt(path: str | os.PathLike, images_dir: str | os.PathLike | None = None,
+                strict: bool = False, allow_negative: bool = False) -> list[ImageAnnotation]:
+    """Reads `wider_face_{split}_bbx_gt.txt`.
+
+    Args:
+      path: the annotation file.
+      images_dir: if given, every listed image must exist under it. A missing image is a
+        `FileNotFoundError` naming the file and line when `strict`, otherwise it is skipped and
+        the skips are reported in one warning with their count.
+      strict: see `images_dir`.
+      allow_negative: keep rows with a negative width or height instead of raising.
+
+    Returns:
+      One `ImageAnnotation` per image, in file order.
+
+    Raises:
+      FormatError: a count that disagrees with the rows, a non-numeric field, a wrong number of
+        fields, or a negative size; the message names the file and line.
+    """
+    with open(path, encoding='utf-8') as f:
+        lines = f.read().splitlines()
+    annotations, missing = [], []
+    i, n_lines = 0, len(lines)
+    while i < n_lines:
+        name = lines[i].strip()
+        name_line = i + 1
+        i += 1
+        if not name:
+            continue
+        if not name.lower().endswith(('.jpg', '.jpeg', '.png')) or len(name.split()) != 1:
+            raise FormatError(path, name_line, f'expected an image path, got {name!r}')
+        if i >= n_lines:
+            raise FormatError(path, name_line, f'{name}: missing face count at end of file')
+        (count,) = _parse_ints(path, i + 1, lines[i], 1, 'face count')
+        if count < 0:
+            raise FormatError(path, i + 1, f'negative face count {count}')
+        i += 1
+        rows = []
+        for _ in range(count):
+            if i >= n_lines or lines[i].strip().lower().endswith(('.jpg', '.jpeg', '.png')):
+                raise FormatError(path, i + 1 if i < n_lines else i,
+                                  f'{name}: count says {count} faces but only {len(rows)} rows '
+                                  'follow')
+            row = _parse_ints(path, i + 1, lines[i], 10, 'x y w h + 6 attributes')
+            if (row[2] < 0 or row[3] < 0) and not allow_negative:
+                raise FormatError(path, i + 1, f'{name}: negative box size w={row[2]} h={row[3]}')
+            rows.append(row)
+            i += 1
+        if count == 0 and i < n_lines and lines[i].split() == ['0'] * 10:
+            i += 1  # The dummy row of a 0-face image: consume, it is not a face.
+        if i < n_lines and lines[i].strip() and not lines[i].strip().lower().endswith(
+                ('.jpg', '.jpeg', '.png')):
+            raise FormatError(path, i + 1, f'{name}: count says {count} faces but more rows '
+                              f'follow: {lines[i].strip()!r}')
+        if images_dir is not None and not os.path.isfile(os.path.join(images_dir, name)):
+            if strict:
+                raise FileNotFoundError(f'{os.fspath(path)}:{name_line}: image {name} not found '
+                                        f'under {os.fspath(images_dir)}')
+            missing.append(name)
+            continue
+        arr = np.asarray(rows, np.int32).reshape(-1, 10)
+        annotations.append(ImageAnnotation(name, arr[:, :4], arr[:, 4:]))
+    if missing:
+        warnings.warn(f'{os.fspath(path)}: skipped {len(missing)} listed images missing under '
+                      f'{os.fspath(images_dir)} (first: {missing[0]})', stacklevel=2)
+    return annotations
+
+
+def format_bbx_gt(annotations: Iterable[ImageAnnotation]) -> str:
+    """The text of a `wider_face_{split}_bbx_gt.txt` (0-face images get the dummy row)."""
+    out = []
+    for ann in annotations:
+        out.append(f'{ann.name}\n{len(ann.boxes)}\n')
+        if len(ann.boxes) == 0:
+            out.append('0 0 0 0 0 0 0 0 0 0 \n')
+        for box, attrs in zip(ann.boxes, ann.attributes, strict=True):
+            out.append(' '.join(str(int(v)) for v in (*box, *attrs)) + ' \n')
+    return ''.join(out)
+
+
+def write_bbx_gt(path: str | os.PathLike, annotations: Iterable[ImageAnnotation]) -> None:
+    """Writes a `wider_face_{split}_bbx_gt.txt` atomically (trailing spaces as the original)."""
+    atomic_io.write_text(path, format_bbx_gt(annotations))
+
+
+# --------------------------------------------------------------------------- ground truth .mat
+
+
+def _cell(items: Sequence) -> np.ndarray:
+    """A MATLAB n x 1 cell array (element-wise assignment keeps numpy from broadcasting)."""
+    cell = np.empty((len(items), 1), dtype=object)
+    for k, item in enumerate(items):
+        cell[k, 0] = item
+    return cell
+
+
+def _group_by_event(annotations: Sequence[ImageAnnotation]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = collections.defaultdict(list)
+    for k, ann in enumerate(annotations):
+        groups[ann.event].append(k)
+
+    def event_key(event: str):  # Official order: by the event number before '--'.
+        head = event.split('--')[0]
+        return (int(head), event) if head.isdigit() else (math.inf, event)
+
+    return {e: groups[e] for e in sorted(groups, key=event_key)}
+
+
+def write_ground_truth(gt_dir: str | os.PathLike, annotations: Sequence[ImageAnnotation],
+                       keep: Mapping[str, Sequence[np.ndarray]]) -> None:
+    """Writes `wider_face_val.mat` and `wider_{easy,medium,hard}_val.mat` in the official form.
+
+    Args:
+      gt_dir: output folder (`eval_tools/ground_truth`).
+      annotations: the val images, with attributes.
+      keep: for each of `SETTINGS`, one array per annotation of 0-based indices into its
+        boxes; written 1-based as MATLAB double columns, like the official files.
+    """
+    if set(keep) != set(SETTINGS):
+        raise ValueError(f'keep must have the settings {SETTINGS}, got {sorted(keep)}')
+    groups = _group_by_event(annotations)
+    events = list(groups)
+
+    def per_event(fn) -> np.ndarray:
+        return _cell([_cell([fn(k) for k in groups[e]]) for e in events])
+
+    def boxes(k: int) -> np.ndarray:
+        b = annotations[k].boxes
+        return b if len(b) else np.zeros((1, 4), np.int32)
+
+    def label(k: int, col: int) -> np.ndarray:
+        a = annotations[k].attributes[:, col:col + 1]
+        return a if len(a) else np.zeros((1, 1), np.int32)
+
+    base = {
+        'event_list': _cell([np.array([e]) for e in events]),
+        'file_list': per_event(lambda k: np.array([annotations[k].stem])),
+        'face_bbx_list': per_event(boxes),
+    }
+    for col, name in enumerate(_LABEL_LISTS):
+        base[name] = per_event(lambda k, col=col: label(k, col))
+    os.makedirs(gt_dir, exist_ok=True)
+    _savemat(os.path.join(gt_dir, 'wider_face_val.mat'), base)
+    for setting in SETTINGS:
+        lists = keep[setting]
+        if len(lists) != len(annotations):
+            raise ValueError(f'keep[{setting!r}] has {len(lists)} entries for '
+                             f'{len(annotations)} images')
+
+        def column(k: int, lists=lists) -> np.ndarray:
+            idx = np.asarray(lists[k], np.int64).reshape(-1)
+            n = len(annotations[k].boxes)
+            if idx.size and (idx.min() < 0 or idx.max() >= n):
+                raise ValueError(f'{annotations[k].name}: keep index out of range 0..{n - 1}')
+            return (idx + 1).astype(np.float64).reshape(-1, 1)
+
+        _savemat(os.path.join(gt_dir, f'wider_{setting}_val.mat'),
+                 {**base, 'gt_list': per_event(column)})
+
+
+def _savemat(path: str, variables: dict) -> None:
+    with atomic_io.atomic_open(path, 'wb') as f:
+        scipy.io.savemat(f, variables, do_compression=True)
+
+
+def _load_mat(path: str, names: Sequence[str]) -> dict:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'{path}: WIDER ground-truth file not found')
+    try:
+        m = scipy.io.loadmat(path)
+    except Exception as e:  # scipy raises several types for corrupt files.
+        raise FormatError(path, None, f'cannot read .mat file: {e}') from e
+    for name in names:
+        if name not in m:
+            raise FormatError(path, None, f'missing variable {name!r}')
+    return m
+
+
+def read_ground_truth(gt_dir: str | os.PathLike) -> GroundTruth:
+    """Reads the official evaluation ground truth (the four .mat files of `gt_dir`).
+
+    Keep indices may be stored as int or double arrays; they are returned 0-based.
+    """
+    gt_dir = os.fspath(gt_dir)
+    full_path = os.path.join(gt_dir, 'wider_face_val.mat')
+    full = _load_mat(full_path, ('event_list', 'file_list', 'face_bbx_list'))
+    events = [str(full['event_list'][i][0][0]) for i in range(len(full['event_list']))]
+    images = []
+    for i, event in enumerate(events):
+        files, bbxs = full['file_list'][i][0], full['face_bbx_list'][i][0]
+        for j in range(len(files)):
+            boxes = np.asarray(bbxs[j][0], np.float64).reshape(-1, 4)
+            images.append(GroundTruthImage(event, str(files[j][0][0]),
+                                           boxes.astype(np.int32), {}))
+    for setting in SETTINGS:
+        path = os.path.join(gt_dir, f'wider_{setting}_val.mat')
+        gt_list = _load_mat(path, ('gt_list',))['gt_list']
+        k = 0
+        for i in range(len(events)):
+            column = gt_list[i][0]
+            for j in range(len(column)):
+                if k >= len(images):
+                    raise FormatError(path, None, 'gt_list has more images than '
+                                      'wider_face_val.mat')
+                idx = np.asarray(column[j][0], np.float64).reshape(-1)
+                if idx.size and (np.any(idx != np.round(idx)) or idx.min() < 1
+                                 or idx.max() > len(images[k].boxes)):
+                    raise FormatError(path, None, f'{events[i]}/{images[k].stem}: gt_list '
+                                      f'indices must be 1-based integers <= '
+                                      f'{len(images[k].boxes)}, got {idx.tolist()}')
+                images[k].keep[setting] = idx.astype(np.int64) - 1
+                k += 1
+        if k != len(images):
+            raise FormatError(path, None, f'gt_list has {k} images, wider_face_val.mat '
+                              f'{len(images)}')
+    return GroundTruth(events, images)
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+def format_prediction(stem: str, dets: np.ndarray) -> str:
+    """The text of one prediction file; floats are written round-trip exact."""
+    dets = np.asarray(dets, np.float64).reshape(-1, 5)
+    rows = ''.join(' '.join(repr(float(v)) for v in row) + '\n' for row in dets)
+    return f'{stem}\n{len(dets)}\n{rows}'
+
+
+def write_predictions(pred_dir: str | os.PathLike,
+                      predictions: Mapping[tuple[str, str], np.ndarray]) -> None:
+    """Writes `{(event, stem): [N, 5] x y w h score}` as `<pred_dir>/<event>/<stem>.txt`."""
+    for (event, stem), dets in predictions.items():
+        atomic_io.write_text(os.path.join(pred_dir, event, stem + '.txt'),
+                             format_prediction(stem, dets))
+
+
+def read_prediction_file(path: str | os.PathLike) -> np.ndarray:
+    """Reads one prediction file as float64 [N, 5] `x y w h score`.
+
+    A count line that disagrees with the rows gives a warning and the rows win. A malformed
+    row or a NaN / infinite value is a `FormatError` naming the file and line.
+    """
+    with open(path, encoding='utf-8') as f:
+        lines = f.read().splitlines()
+    if len(lines) < 2:  # Empty file or name only: no detections.
+        return np.zeros((0, 5))
+    try:
+        count = int(lines[1].strip())
+    except ValueError:
+        raise FormatError(path, 2, f'expected a detection count, got {lines[1].strip()!r}') \
+            from None
+    rows = []
+    for lineno, line in enumerate(lines[2:], start=3):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 5:
+            raise FormatError(path, lineno, f'expected 5 fields x y w h score, got '
+                              f'{len(fields)}: {line.strip()!r}')
+        try:
+            row = [float(v) for v in fields]
+        except ValueError:
+            raise FormatError(path, lineno, f'non-numeric field: {line.strip()!r}') from None
+        if not all(math.isfinite(v) for v in row):
+            raise FormatError(path, lineno, f'NaN or infinite value: {line.strip()!r}')
+        rows.append(row)
+    if count != len(rows):
+        warnings.warn(f'{os.fspath(path)}:2: count says {count} detections but {len(rows)} '
+                      'rows follow; using the rows', stacklevel=2)
+    return np.asarray(rows, np.float64).reshape(-1, 5)
+
+
+def read_predictions(pred_dir: str | os.PathLike) -> dict[tuple[str, str], np.ndarray]:
+    """Reads every `<event>/<stem>.txt` of a prediction folder into `{(event, stem): dets}`."""
+    pred_dir = os.fspath(pred_dir)
+    if not os.path.isdir(pred_dir):
+        raise FileNotFoundError(f'{pred_dir}: prediction folder not found')
+    out = {}
+    for event in sorted(os.listdir(pred_dir)):
+        event_dir = os.path.join(pred_dir, event)
+        if not os.path.isdir(event_dir):
+            continue
+        for fname in sorted(os.listdir(event_dir)):
+            if fname.endswith('.txt'):
+                out[(event, fname[:-4])] = read_prediction_file(os.path.join(event_dir, fname))
+    return out
