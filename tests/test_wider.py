@@ -8,18 +8,13 @@ import scipy.io
 
 from safefakes_jax.data import wider
 
-TXT = """\
-0--Parade/0_Parade_marchingband_1_465.jpg
-2
-345 211 4 4 2 0 0 0 2 0 
-331 126 3 3 0 0 0 1 0 0 
-0--Parade/0_Parade_Parade_0_275.jpg
-0
-0 0 0 0 0 0 0 0 0 0 
-1--Handshaking/1_Handshaking_Handshaking_1_94.jpg
-1
-10 20 30 40 1 1 1 0 1 1 
-"""
+# Rows end in a space, as in the official files.
+TXT = ''.join(line + '\n' for line in [
+    '0--Parade/0_Parade_marchingband_1_465.jpg', '2',
+    '345 211 4 4 2 0 0 0 2 0 ', '331 126 3 3 0 0 0 1 0 0 ',
+    '0--Parade/0_Parade_Parade_0_275.jpg', '0', '0 0 0 0 0 0 0 0 0 0 ',
+    '1--Handshaking/1_Handshaking_Handshaking_1_94.jpg', '1', '10 20 30 40 1 1 1 0 1 1 ',
+])
 
 
 def _anns():
@@ -71,7 +66,8 @@ def test_txt_round_trip(tmp_path):
 
 
 def test_zero_face_without_dummy_row_is_accepted(tmp_path):
-    anns = wider.read_bbx_gt(_write(tmp_path, 'e--E/a.jpg\n0\ne--E/b.jpg\n1\n1 1 2 2 0 0 0 0 0 0\n'))
+    text = 'e--E/a.jpg\n0\ne--E/b.jpg\n1\n1 1 2 2 0 0 0 0 0 0\n'
+    anns = wider.read_bbx_gt(_write(tmp_path, text))
     assert [len(a.boxes) for a in anns] == [0, 1]
 
 
