@@ -217,3 +217,13 @@ def test_prediction_count_mismatch_warns_and_rows_win(tmp_path):
         dets = wider.read_prediction_file(path)
     assert dets.shape == (1, 5)
     assert wider.read_prediction_file(_write(tmp_path, 'a\n0\n', 'q.txt')).shape == (0, 5)
+
+
+def test_require_split_names_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r'wider_face_train_bbx_gt.txt is missing.*'
+                       r'Create it with: make it'):
+        wider.require_split(tmp_path, 'train', 'make it')
+    txt, images = wider.split_paths(tmp_path, 'val')
+    os.makedirs(images)
+    wider.write_bbx_gt(txt, [])
+    assert wider.require_split(tmp_path, 'val') == (txt, images)

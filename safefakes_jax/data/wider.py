@@ -119,6 +119,26 @@ def split_paths(root: str | os.PathLike, split: str) -> tuple[str, str]:
             os.path.join(root, f'WIDER_{split}', 'images'))
 
 
+def require_split(root: str | os.PathLike, split: str, how_to_create: str = '') -> tuple[str, str]:
+    """Like `split_paths`, but fails early, naming what is missing and how to create it.
+
+    Args:
+      root: a WIDER-layout folder.
+      split: 'train' or 'val'.
+      how_to_create: a command that creates `root`, added to the error message.
+
+    Raises:
+      FileNotFoundError: the annotation file or the images folder is missing.
+    """
+    txt, images = split_paths(root, split)
+    for path in (txt, images):
+        if not os.path.exists(path):
+            hint = f' Create it with: {how_to_create}' if how_to_create else ''
+            raise FileNotFoundError(f'WIDER FACE {split} split not found: {path} is missing '
+                                    f'(root {os.fspath(root)!r}).{hint}')
+    return txt, images
+
+
 def ground_truth_dir(root: str | os.PathLike) -> str:
     """The evaluation ground-truth folder of a WIDER-layout `root`."""
     return os.path.join(os.fspath(root), 'eval_tools', 'ground_truth')
