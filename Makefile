@@ -23,7 +23,7 @@ $(SYNTH)/synthetic_info.json: | $(STAMP)
 	$(PY) tools/make_synthetic_wider.py --out $(SYNTH) --train 1000 --val 300 --seed 0 --crops 128
 
 demo: $(STAMP) $(SYNTH)/synthetic_info.json
-	$(PY) tools/preview_pipeline.py --root $(SYNTH) --out $(CACHE)/demo
+	$(PY) launch/inspect_data.py --config=configs/dsfd_original.py:smoke --workdir=$(CACHE)/demo
 
 test: $(STAMP)
 	$(PY) -m ruff check .
