@@ -146,6 +146,9 @@ def test_jpeg_size_reads_the_header(tmp_path):
     ok, buf = cv2.imencode('.png', np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(ValueError, match='x.png: not a JPEG'):
         tfds_wider.jpeg_size(buf.tobytes(), 'x.png')
+    ok, buf = cv2.imencode('.jpg', rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match='t.jpg: corrupt or truncated'):
+        tfds_wider.jpeg_size(buf.tobytes()[:len(buf) // 2], 't.jpg')
 
 
 def test_default_data_dir_is_beside_the_folder(folder, monkeypatch):
