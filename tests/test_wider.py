@@ -157,11 +157,12 @@ def _variables(m):
     return {k: v for k, v in m.items() if not k.startswith('__')}
 
 
-def test_mat_accepts_int_keep_indices(tmp_path):
+def test_mat_keep_indices_int_written_double_accepted(tmp_path):
     anns = _anns()[:1]
     wider.write_ground_truth(tmp_path, anns, {s: [np.array([1])] for s in wider.SETTINGS})
     m = scipy.io.loadmat(tmp_path / 'wider_hard_val.mat')
-    m['gt_list'][0][0][0][0] = np.array([[2]], np.int32)
+    assert m['gt_list'][0][0][0][0].dtype == np.int32
+    m['gt_list'][0][0][0][0] = np.array([[2.0]])  # MATLAB's default double.
     scipy.io.savemat(tmp_path / 'wider_hard_val.mat', _variables(m))
     gt = wider.read_ground_truth(tmp_path)
     np.testing.assert_array_equal(gt.images[0].keep['hard'], [1])

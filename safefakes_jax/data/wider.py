@@ -274,7 +274,8 @@ def write_ground_truth(gt_dir: str | os.PathLike, annotations: Sequence[ImageAnn
       gt_dir: output folder (`eval_tools/ground_truth`).
       annotations: the val images, with attributes.
       keep: for each of `SETTINGS`, one array per annotation of 0-based indices into its
-        boxes; written 1-based as MATLAB double columns, like the official files.
+        boxes; written as 1-based int32 columns (integers, so that index-based readers such
+        as the public Python port can use them; the reader accepts int or double).
     """
     if set(keep) != set(SETTINGS):
         raise ValueError(f'keep must have the settings {SETTINGS}, got {sorted(keep)}')
@@ -312,7 +313,7 @@ def write_ground_truth(gt_dir: str | os.PathLike, annotations: Sequence[ImageAnn
             n = len(annotations[k].boxes)
             if idx.size and (idx.min() < 0 or idx.max() >= n):
                 raise ValueError(f'{annotations[k].name}: keep index out of range 0..{n - 1}')
-            return (idx + 1).astype(np.float64).reshape(-1, 1)
+            return (idx + 1).astype(np.int32).reshape(-1, 1)
 
         _savemat(os.path.join(gt_dir, f'wider_{setting}_val.mat'),
                  {**base, 'gt_list': per_event(column)})
