@@ -19,7 +19,8 @@ gives the same batches whatever the thread scheduling, and a run restarted with
 continues with exactly the batches an uninterrupted run would have seen; it skips at most one
 epoch of undecoded records to get there. The geometry is drawn from the boxes alone; only the
 part of the JPEG inside the crop window is decoded (`tf.io.decode_and_crop_jpeg`, which runs
-without the GIL) and it is resized once, straight to S x S.
+without the GIL) and it is resized once, straight to S x S. PNG images (lossless anonymized
+copies) are decoded whole with `tf.io.decode_png` and then cropped.
 
 Shuffling: a buffer of `shuffle_buffer` examples over the records in their on-disk order, which
 TFDS already permuted by a hash of the file name when it prepared the folder (so WIDER's
@@ -75,7 +76,7 @@ def _options() -> tf.data.Options:
 
 def _read_host_split(root, split: str, data_dir, process_index: int,
                      process_count: int) -> tuple[tf.data.Dataset, int]:
-    """This host's examples in on-disk order (JPEG bytes undecoded) and the split's size."""
+    """This host's examples in on-disk order (image bytes undecoded) and the split's size."""
     builder = tfds_wider.prepare(root, data_dir)
     tfds_wider.check_split(builder, split)
     split = tfds_wider.tfds_split(split)
@@ -92,7 +93,8 @@ def _select(ex: dict) -> dict:
     """The fields the pipelines use; boxes as normalised `x1 y1 x2 y2`."""
     yx = ex['faces']['bbox']
     return {
-        'jpeg': ex['image'],
+        'encoded': ex['image'],
+        'format': ex['image/format'],
         'boxes': tf.gather(yx, [1, 0, 3, 2], axis=1),
         'width': ex['width'],
         'height': ex['height'],
@@ -124,17 +126,31 @@ def _render_np(crop, window, origin, interpolation, mirror, photometric, *, imag
                       int(interpolation), bool(mirror), photometric, pad_value)
 
 
+def _decode_crop(encoded, fmt, y0, x0, height, width) -> tf.Tensor:
+    """The window `[y0:y0+height, x0:x0+width]` of a JPEG (decoding only that part) or PNG."""
+    return tf.cond(
+        tf.equal(fmt, 'png'),
+        lambda: tf.io.decode_png(encoded, channels=3)[y0:y0 + height, x0:x0 + width],
+        lambda: tf.io.decode_and_crop_jpeg(encoded, tf.stack([y0, x0, height, width]),
+                                           channels=3))
+
+
+def _decode(encoded, fmt) -> tf.Tensor:
+    """The whole JPEG or PNG image, uint8 [H, W, 3]."""
+    return tf.cond(tf.equal(fmt, 'png'), lambda: tf.io.decode_png(encoded, channels=3),
+                   lambda: tf.io.decode_jpeg(encoded, channels=3))
+
+
 def _augment(position, ex, *, geometry_fn, render_fn, image_size: int, max_boxes: int) -> dict:
     window, boxes, n, interp, mirror, photometric = tf.numpy_function(
         geometry_fn, [position, ex['boxes'], ex['width'], ex['height']],
         [tf.int32, tf.float32, tf.int32, tf.int32, tf.bool, tf.float32], stateful=False)
-    # Decode only the part of the JPEG inside the window (the rest is padding or cropped away).
+    # Decode only the part of the image inside the window (the rest is padding or cropped away).
     x0 = tf.maximum(window[0], 0)
     y0 = tf.maximum(window[1], 0)
     x1 = tf.minimum(window[2], ex['width'])
     y1 = tf.minimum(window[3], ex['height'])
-    crop = tf.io.decode_and_crop_jpeg(ex['jpeg'], tf.stack([y0, x0, y1 - y0, x1 - x0]),
-                                      channels=3)
+    crop = _decode_crop(ex['encoded'], ex['format'], y0, x0, y1 - y0, x1 - x0)
     image = tf.numpy_function(render_fn, [crop, window, tf.stack([x0, y0]), interp, mirror,
                                           photometric], tf.uint8, stateful=False)
     image = tf.ensure_shape(image, [image_size, image_size, 3])
@@ -230,7 +246,7 @@ def _pad_boxes_np(boxes, max_boxes):
 
 
 def _eval_example(ex: dict, *, image_size: int, max_boxes: int, letterbox: bool) -> dict:
-    image = tf.io.decode_jpeg(ex['jpeg'], channels=3)
+    image = _decode(ex['encoded'], ex['format'])
     width = tf.cast(ex['width'], tf.float32)
     height = tf.cast(ex['height'], tf.float32)
     if letterbox:

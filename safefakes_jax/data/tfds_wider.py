@@ -1,16 +1,20 @@
 """TFDS builder for any local WIDER-layout folder (real, synthetic or anonymized), offline.
 
 WIDER FACE cannot be downloaded automatically, so this builder never downloads: it reads
-`ROOT/wider_face_split/wider_face_{train,val}_bbx_gt.txt` with `wider.read_bbx_gt` and the JPEG
-files under `ROOT/WIDER_{train,val}/images`, and writes TFRecords with the encoded JPEG bytes
-kept exactly as they are on disk (no re-encoding, so an anonymized image is trained on
-byte-for-byte as the anonymizer wrote it).
+`ROOT/wider_face_split/wider_face_{train,val}_bbx_gt.txt` with `wider.read_bbx_gt` and the
+JPEG (or PNG: lossless anonymized copies) files under `ROOT/WIDER_{train,val}/images`, and
+writes TFRecords with the encoded bytes kept exactly as they are on disk (no re-encoding, so an
+anonymized image is trained on byte-for-byte as the anonymizer wrote it).
 
 Features of one example:
 
-* `image`: the JPEG (decoded to uint8 [H, W, 3] unless decoding is skipped).
-* `image/filename`: `event/name.jpg` as in the annotation file.
-* `width`, `height`: int32 image size in pixels (read from the JPEG header).
+* `image`: the JPEG or PNG bytes (decoded to uint8 [H, W, 3] unless decoding is skipped; the
+  feature's nominal encoding is JPEG, but the bytes are stored as they are and TFDS decodes
+  either format).
+* `image/format`: `jpeg` or `png`, for pipelines that decode the bytes themselves.
+* `image/filename`: `event/name.jpg` (or `.png`) as in the annotation file.
+* `width`, `height`: int32 image size in pixels (read from the file, which is fully decoded
+  once at preparation to catch corrupt files).
 * `faces`: a sequence of `bbox` (`tfds.features.BBoxFeature`, normalised `ymin xmin ymax xmax`
   of the box `x y x+w y+h`, clipped to the image) and one int32 per `wider.ATTRIBUTE_NAMES`.
   Rows with w <= 0 or h <= 0, and boxes with no area inside the image, are not faces.
@@ -104,6 +108,31 @@ def jpeg_size(data: bytes, name: str = '<bytes>') -> tuple[int, int]:
     return int(width), int(height)
 
 
+def image_size(data: bytes, name: str = '<bytes>') -> tuple[int, int, str]:
+    """(width, height, 'jpeg' | 'png') of a JPEG or PNG, checking that the whole file decodes.
+
+    JPEGs go through `jpeg_size`; PNGs are decoded in full (zlib has no cheap partial decode).
+
+    Raises:
+      ValueError: neither a JPEG nor a PNG, or a truncated / corrupt file; names `name`.
+    """
+    if data[:8] != b'\x89PNG\r\n\x1a\n':
+        try:
+            return (*jpeg_size(data, name), 'jpeg')
+        except ValueError as e:
+            if 'not a JPEG' in str(e):
+                raise ValueError(f'{name}: not a JPEG or PNG file (WIDER-layout images must be '
+                                 'one of them)') from None
+            raise
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+            im.load()
+    except (OSError, SyntaxError) as e:
+        raise ValueError(f'{name}: corrupt or truncated image ({e})') from e
+    return int(width), int(height), 'png'
+
+
 def _faces(ann: wider.ImageAnnotation, width: int, height: int) -> dict[str, np.ndarray]:
     """Normalised, clipped boxes and attributes of the real faces of one image."""
     boxes = ann.boxes.astype(np.float64)
@@ -122,8 +151,9 @@ def _faces(ann: wider.ImageAnnotation, width: int, height: int) -> dict[str, np.
 class WiderFaceLocal(tfds.core.GeneratorBasedBuilder):
     """WIDER FACE (or any folder in its layout) read from local disk; nothing is downloaded."""
 
-    VERSION = tfds.core.Version('1.0.0')
-    RELEASE_NOTES = {'1.0.0': 'JPEG bytes as on disk, boxes, attributes, image size.'}
+    VERSION = tfds.core.Version('1.1.0')
+    RELEASE_NOTES = {'1.0.0': 'JPEG bytes as on disk, boxes, attributes, image size.',
+                     '1.1.0': 'PNG images too; image/format feature.'}
 
     def _info(self) -> tfds.core.DatasetInfo:
         face = {'bbox': tfds.features.BBoxFeature()}
@@ -132,6 +162,7 @@ class WiderFaceLocal(tfds.core.GeneratorBasedBuilder):
             description='WIDER FACE layout folder: ' + self.builder_config.root,
             features=tfds.features.FeaturesDict({
                 'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
+                'image/format': tfds.features.Text(),
                 'image/filename': tfds.features.Text(),
                 'width': np.int32,
                 'height': np.int32,
@@ -163,9 +194,10 @@ class WiderFaceLocal(tfds.core.GeneratorBasedBuilder):
             path = os.path.join(images_dir, ann.name)
             with open(path, 'rb') as f:
                 data = f.read()
-            width, height = jpeg_size(data, path)
+            width, height, fmt = image_size(data, path)
             yield ann.name, {
                 'image': data,
+                'image/format': fmt,
                 'image/filename': ann.name,
                 'width': width,
                 'height': height,
@@ -268,8 +300,8 @@ def load(root: str | os.PathLike, split: str, data_dir: str | os.PathLike | None
       root: a WIDER-layout folder.
       split: 'train', 'val' / 'validation', or a TFDS slice of them ('train[:10%]').
       data_dir: see `builder`.
-      decode_image: False keeps `image` as the JPEG bytes (tf.string), for pipelines that
-        decode (and crop) themselves.
+      decode_image: False keeps `image` as the encoded bytes (tf.string; `image/format` says
+        JPEG or PNG), for pipelines that decode (and crop) themselves.
       shuffle_files: passed to `as_dataset`.
       read_config: passed to `as_dataset`.
 

@@ -145,11 +145,18 @@ def _gather_predictions(predictions: str | os.PathLike | Predictions,
 
 
 def _match(det_img, det_boxes, gt_start, gt_count, gt_boxes, iou_thresh):
-    """Global index of each detection's max-IoU box (-1: none >= iou_thresh or no boxes)."""
-    n = len(det_img)
-    matched = np.full(n, -1, np.int64)
+    """Global index of each detection's max-IoU box (-1: none >= iou_thresh or no boxes).
+
+    Only overlapping pairs can reach `iou_thresh > 0`, and the arg-max matters only when the
+    maximum reaches it, so pairs are filtered cheaply (intersection width, then height) before
+    the division; of the survivors at or above the threshold, each detection takes the largest
+    IoU, the first box on ties (MATLAB's `max`; NaN never reaches the threshold, as `max`
+    skips it).
+    """
+    matched = np.full(len(det_img), -1, np.int64)
     k_per_det = gt_count[det_img]
     has_gt = np.flatnonzero(k_per_det > 0)
+    gx1, gy1, gx2, gy2 = (np.ascontiguousarray(gt_boxes[:, c]) for c in range(4))
     pairs_before = np.cumsum(k_per_det[has_gt])
     start = 0
     while start < len(has_gt):  # Chunks of consecutive detections bound the pair arrays.
@@ -159,26 +166,30 @@ def _match(det_img, det_boxes, gt_start, gt_count, gt_boxes, iou_thresh):
         dets = has_gt[start:stop]
         start = stop
         k = k_per_det[dets]
-        first = np.cumsum(k) - k  # Offset of each detection's first pair.
         pair_det = np.repeat(np.arange(len(dets)), k)
-        local = np.arange(len(pair_det)) - first[pair_det]
-        pair_gt = gt_start[det_img[dets]][pair_det] + local
-        a, b = gt_boxes[pair_gt], det_boxes[dets][pair_det]
-        # boxoverlap.m: pixel-inclusive widths, 0 where the boxes do not overlap.
-        w = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + 1
-        h = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + 1
+        # Boxes of an image are consecutive: pair p of a detection is box gt_start + p.
+        pair_gt = np.repeat(gt_start[det_img[dets]] - (np.cumsum(k) - k), k) + np.arange(k.sum())
+        b = det_boxes[dets]
+        # boxoverlap.m: pixel-inclusive widths; non-overlapping pairs have IoU 0.
+        w = (np.minimum(gx2[pair_gt], b[pair_det, 2])
+             - np.maximum(gx1[pair_gt], b[pair_det, 0]) + 1)
+        keep = w > 0
+        pair_det, pair_gt, w = pair_det[keep], pair_gt[keep], w[keep]
+        h = (np.minimum(gy2[pair_gt], b[pair_det, 3])
+             - np.maximum(gy1[pair_gt], b[pair_det, 1]) + 1)
+        keep = h > 0
+        pair_det, pair_gt, w, h = pair_det[keep], pair_gt[keep], w[keep], h[keep]
         inter = w * h
-        area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
-        area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
+        area_a = (gx2[pair_gt] - gx1[pair_gt] + 1) * (gy2[pair_gt] - gy1[pair_gt] + 1)
+        area_b = ((b[pair_det, 2] - b[pair_det, 0] + 1) * (b[pair_det, 3] - b[pair_det, 1] + 1))
         with np.errstate(divide='ignore', invalid='ignore'):
             iou = inter / (area_a + area_b - inter)
-        iou[(w <= 0) | (h <= 0)] = 0.0
-        iou[np.isnan(iou)] = -np.inf  # MATLAB's max skips NaN (degenerate boxes).
-        best = np.maximum.reduceat(iou, first)
-        is_best = iou == best[pair_det]
-        arg = np.minimum.reduceat(np.where(is_best, local, np.iinfo(np.int64).max), first)
-        ok = best >= iou_thresh
-        matched[dets[ok]] = gt_start[det_img[dets[ok]]] + arg[ok]
+        keep = iou >= iou_thresh
+        pair_det, pair_gt, iou = pair_det[keep], pair_gt[keep], iou[keep]
+        # Stable sort by (detection, -IoU): the first row of each detection is its match.
+        order = np.lexsort((-iou, pair_det))
+        first = np.unique(pair_det[order], return_index=True)[1]
+        matched[dets[pair_det[order][first]]] = pair_gt[order][first]
     return matched
 
 
@@ -197,6 +208,8 @@ def evaluate(predictions: str | os.PathLike | Predictions,
     Returns:
       `{'easy': ap, 'medium': ap, 'hard': ap}`, with the PR curves in `.curves`.
     """
+    if not 0 < iou_thresh <= 1:
+        raise ValueError(f'iou_thresh must be in (0, 1], got {iou_thresh}')
     gt = gt_dir if isinstance(gt_dir, wider.GroundTruth) else wider.read_ground_truth(gt_dir)
     per_image = _gather_predictions(predictions, gt)
 
