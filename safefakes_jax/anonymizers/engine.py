@@ -1,0 +1,456 @@
+"""Dataset anonymization engine: a WIDER-layout folder in, an anonymized WIDER-layout copy out.
+
+`run(config)` reads each split of `config.splits` from `config.src` (the paper anonymizes the
+training set; default `('train',)`), anonymizes every image with the configured method and
+writes to `config.dst`:
+
+  WIDER_<split>/images/<event>/<name>.jpg|.png        the anonymized images
+  wider_face_split/wider_face_<split>_bbx_gt.txt      copied unchanged, except that failed
+                                                      images are dropped and, for PNG output,
+                                                      names end in .png
+  landmarks/<split>.jsonl                             the sidecar, if src has one (same edits)
+  eval_tools/                                         copied if present (evaluation ground
+                                                      truth; holds no pixels)
+  anonymization_config.json, anonymization_manifest.jsonl     see `manifest`
+
+Splits not anonymized are not copied (copying them raw would put original faces into a folder
+that claims to be anonymized); the DSFD configs evaluate on the original val split anyway.
+Nothing else of `src` is copied (e.g. `face_crops/`, which holds original faces).
+
+Guarantees:
+
+* Fail closed. An image that does not fully decode (`cv2.imdecode` returns None for corrupt
+  and for truncated files) or is missing is recorded `failed:<reason>`, never written, and
+  dropped from the copy's txt; the run finishes the rest and the summary lists it. A face the
+  method cannot handle is blacked out (`fallback:...`, see `base`); if a whole batch call
+  raises, each image is retried alone, then its faces are blacked out.
+* Deterministic. Image `name` gets `np.random.default_rng(image_seed(seed, name))`; the output
+  bytes do not depend on the worker count or the order in which images finish.
+* Resumable. Entries are appended to a partial manifest as images finish; a rerun skips images
+  whose entry is verified (config hash, source and output sha256) and ends with the same bytes
+  as an uninterrupted run, the manifest (rewritten atomically in annotation order) included.
+  Every file is written to a temporary name and renamed. A `dst` written with different
+  settings is an error unless `overwrite=True`, which first removes that run's files.
+
+Images are decoded with OpenCV (EXIF orientation ignored, as TensorFlow's decoders do; output
+has no EXIF), converted to RGB for the anonymizer, and re-encoded with `cv2.imencode`: JPEG at
+`jpeg_quality` (default 95) or lossless PNG. The paper does not say how it stored anonymized
+images; re-encoding adds mild coding noise to every pixel, background included (PNG avoids it).
+
+Parallelism: `workers` spawn-started processes (`concurrent.futures`), one OpenCV thread each,
+several images per task; workers ignore Ctrl-C (the driver stops after their current images)
+and exit when the driver dies. `workers=1` runs in this process.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import hashlib
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from safefakes_jax.anonymizers import base, wider_copy
+from safefakes_jax.anonymizers import manifest as mf
+from safefakes_jax.anonymizers.wider_copy import output_name
+from safefakes_jax.data import atomic_io, wider
+
+IMAGE_FORMATS = ('jpeg', 'png')
+
+
+def image_seed(seed: int, name: str) -> list[int]:
+    """The seed of image `name`'s generator: `[seed, first 8 bytes of sha256(name)]`."""
+    return [int(seed), int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], 'little')]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    image_format: str
+    jpeg_quality: int
+    png_compression: int
+    seed: int
+    method: str
+    config_hash: str
+
+
+@dataclasses.dataclass
+class _Task:
+    split: str
+    name: str
+    source: str
+    output: str  # Path.
+    out_name: str
+    boxes: np.ndarray
+    keypoints: list | None
+    previous: dict | None
+
+
+@dataclasses.dataclass
+class Summary:
+    """What a run did.
+
+    Attributes:
+      images: images of the selected splits.
+      processed: images anonymized in this run (the rest were resumed or failed).
+      resumed: images verified as already done by an earlier run.
+      failed: `(split, image, status)` of every failed image.
+      records: count of every face record over all images.
+      seconds: wall time.
+      dst: the output folder.
+    """
+
+    images: int = 0
+    processed: int = 0
+    resumed: int = 0
+    failed: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
+    records: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    seconds: float = 0.0
+    dst: str = ''
+
+    @property
+    def images_per_s(self) -> float:
+        return self.processed / self.seconds if self.seconds else 0.0
+
+    def format(self) -> str:
+        """Human-readable lines for the CLI."""
+        lines = [f'{self.images} images -> {self.dst}: {self.processed} anonymized '
+                 f'({self.images_per_s:.1f} images/s), {self.resumed} already done, '
+                 f'{len(self.failed)} failed']
+        lines.append('faces: ' + ', '.join(f'{k} {v}' for k, v in sorted(self.records.items())))
+        for split, image, status in self.failed:
+            lines.append(f'FAILED {split} {image}: {status} (not written, dropped from the txt)')
+        return '\n'.join(lines)
+
+
+class _IOFloor(base.Anonymizer):
+    """Decode + re-encode only: the benchmark's floor. Never registered, never a dataset."""
+
+    name = 'io_floor'
+    for_output = False
+    check_unchanged = False
+
+    def anonymize_face(self, original, out, face, rng):
+        del original, out, face, rng
+        return 'skipped:io_floor'
+
+
+# --------------------------------------------------------------------------- worker side
+
+_WORKER: dict[str, Any] = {}
+
+
+def _exit_with_parent(sentinel) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)  # The parent died (kill -9): do not linger as an orphan.
+
+
+def _init_worker(anonymizer: base.Anonymizer, settings: _Settings, pool: bool) -> None:
+    if pool:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # The parent handles Ctrl-C.
+        parent = multiprocessing.parent_process()
+        if parent is not None:
+            threading.Thread(target=_exit_with_parent, args=(parent.sentinel,),
+                             daemon=True).start()
+    cv2.setNumThreads(1)  # One process per core; no nested thread pools.
+    _WORKER.update(anonymizer=anonymizer, settings=settings)
+
+
+def _decode(data: bytes) -> np.ndarray | None:
+    if not data:
+        return None
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8),
+                           cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error:
+        return None
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _encode(rgb: np.ndarray, settings: _Settings) -> bytes:
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    if settings.image_format == 'png':
+        ok, buf = cv2.imencode('.png', bgr, [cv2.IMWRITE_PNG_COMPRESSION,
+                                             settings.png_compression])
+    else:
+        ok, buf = cv2.imencode('.jpg', bgr, [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality])
+    if not ok:
+        raise RuntimeError('image encoding failed')
+    return buf.tobytes()
+
+
+def _entry(task: _Task, settings: _Settings, status: str, source_sha: str | None,
+           output_sha: str | None, faces: list[str]) -> dict:
+    return {'split': task.split, 'image': task.name,
+            'output': task.out_name if status == 'ok' else None, 'status': status,
+            'source_sha256': source_sha, 'output_sha256': output_sha, 'faces': faces,
+            'method': settings.method, 'config_hash': settings.config_hash}
+
+
+def _failed(task: _Task, settings: _Settings, reason: str, source_sha: str | None) -> dict:
+    try:  # A stale output of an earlier run must not survive as if anonymized.
+        os.remove(task.output)
+    except FileNotFoundError:
+        pass
+    return _entry(task, settings, f'failed:{reason}', source_sha, None, [])
+
+
+def _valid(result: base.Result, item: base.Item) -> bool:
+    return (isinstance(result, base.Result) and result.image.shape == item.image.shape
+            and result.image.dtype == np.uint8 and len(result.records) == len(item.boxes))
+
+
+def _anonymize(anonymizer: base.Anonymizer, items: list[base.Item]) -> list[base.Result]:
+    """`anonymize_batch`, failing closed: if the batch raises or returns something malformed,
+    each image is retried alone, and an image that still fails has its faces blacked out."""
+    try:
+        results = anonymizer.anonymize_batch(items)
+        if len(results) == len(items) and all(map(_valid, results, items)):
+            return results
+    except Exception:  # noqa: BLE001
+        pass
+    results = []
+    for item in items:
+        try:
+            (result,) = anonymizer.anonymize_batch([item])
+            if not _valid(result, item):
+                raise ValueError('malformed result')
+        except Exception as e:  # noqa: BLE001
+            result = anonymizer.blackout_all(item, f'error:{type(e).__name__}')
+        results.append(result)
+    return results
+
+
+def _process(tasks: Sequence[_Task]) -> list[tuple[dict, bool]]:
+    """Worker: anonymizes a chunk of images; returns (manifest entry, resumed) per task."""
+    anonymizer, settings = _WORKER['anonymizer'], _WORKER['settings']
+    out: list[tuple[dict, bool] | None] = [None] * len(tasks)
+    pending: list[tuple[int, str, base.Item]] = []
+    for i, task in enumerate(tasks):
+        if mf.entry_is_done(task.previous, settings.config_hash, task.source, task.output,
+                            task.out_name):
+            out[i] = (task.previous, True)
+            continue
+        try:
+            with open(task.source, 'rb') as f:
+                data = f.read()
+        except FileNotFoundError:
+            out[i] = (_failed(task, settings, 'missing_source', None), False)
+            continue
+        except OSError as e:  # A folder, no permission, an I/O error: report, go on.
+            out[i] = (_failed(task, settings, f'unreadable_source:{type(e).__name__}', None),
+                      False)
+            continue
+        source_sha = hashlib.sha256(data).hexdigest()
+        image = _decode(data)
+        if image is None:
+            out[i] = (_failed(task, settings, 'undecodable', source_sha), False)
+            continue
+        rng = np.random.default_rng(image_seed(settings.seed, task.name))
+        pending.append((i, source_sha, base.Item(image, task.boxes, task.keypoints, rng)))
+    step = max(1, int(anonymizer.batch_size))
+    for start in range(0, len(pending), step):
+        group = pending[start:start + step]
+        results = _anonymize(anonymizer, [item for _, _, item in group])
+        for (i, source_sha, _), result in zip(group, results, strict=True):
+            task = tasks[i]
+            data = _encode(result.image, settings)
+            atomic_io.write_bytes(task.output, data)
+            out[i] = (_entry(task, settings, 'ok', source_sha, hashlib.sha256(data).hexdigest(),
+                             list(result.records)), False)
+    return out  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def settings_of(config: Mapping[str, Any], anonymizer: base.Anonymizer) -> dict[str, Any]:
+    """The settings that determine the output bytes; `config_hash` is taken of these."""
+    fmt = config['image_format']
+    settings = {'engine_version': mf.ENGINE_VERSION,
+                'anonymizer': {'name': anonymizer.name, **anonymizer.params()},
+                'seed': int(config['seed']), 'image_format': fmt}
+    if fmt == 'jpeg':
+        settings['jpeg_quality'] = int(config['jpeg_quality'])
+    else:
+        settings['png_compression'] = int(config.get('png_compression', 3))
+    return settings
+
+
+def _check_config(config: Mapping[str, Any]) -> None:
+    if config['image_format'] not in IMAGE_FORMATS:
+        raise ValueError(f'image_format must be one of {IMAGE_FORMATS}, got '
+                         f'{config["image_format"]!r}')
+    if not 1 <= int(config['jpeg_quality']) <= 100:
+        raise ValueError(f'jpeg_quality must be in 1..100, got {config["jpeg_quality"]}')
+    if not 0 <= int(config.get('png_compression', 3)) <= 9:
+        raise ValueError(f'png_compression must be in 0..9, got {config["png_compression"]}')
+    splits = tuple(config['splits'])
+    if not splits or any(s not in wider.SPLITS for s in splits) or len(set(splits)) < len(splits):
+        raise ValueError(f'splits must be distinct names from {wider.SPLITS}, got {splits}')
+    src, dst = (os.path.realpath(os.fspath(config[k])) for k in ('src', 'dst'))
+    if os.path.commonpath([src, dst]) in (src, dst):
+        raise ValueError(f'dst {dst} must be outside src {src} (and the other way round)')
+
+
+def _execute(anonymizer: base.Anonymizer, settings: _Settings, chunks: list[list[_Task]],
+             workers: int):
+    """Yields the results of `_process` per chunk, in completion order."""
+    if workers <= 1 or len(chunks) <= 1:
+        saved, threads = dict(_WORKER), cv2.getNumThreads()
+        _init_worker(anonymizer, settings, pool=False)
+        try:
+            for chunk in chunks:
+                yield _process(chunk)
+        finally:
+            cv2.setNumThreads(threads)
+            _WORKER.clear()
+            _WORKER.update(saved)
+        return
+    # Spawn: the caller may hold threads (JAX, TF) that make fork unsafe.
+    ex = concurrent.futures.ProcessPoolExecutor(
+        min(workers, len(chunks)), mp_context=multiprocessing.get_context('spawn'),
+        initializer=_init_worker, initargs=(anonymizer, settings, True))
+    todo = iter(chunks)
+    try:
+        inflight = {ex.submit(_process, c) for c in (next(todo, None) for _ in range(2 * workers))
+                    if c is not None}
+        while inflight:
+            done, inflight = concurrent.futures.wait(
+                inflight, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                chunk = next(todo, None)
+                if chunk is not None:
+                    inflight.add(ex.submit(_process, chunk))
+                try:
+                    result = future.result()
+                except concurrent.futures.process.BrokenProcessPool as e:
+                    raise RuntimeError('an anonymization worker process died; finished images '
+                                       'are kept, rerun to resume') from e
+                yield result
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _tasks(src: str, dst: str, split: str, anonymizer: base.Anonymizer, fmt: str,
+           previous: dict) -> list[_Task]:
+    txt, images = wider.require_split(src, split)
+    annotations = wider.read_bbx_gt(txt, allow_negative=True)
+    keypoints = (wider_copy.load_keypoints(src, split, annotations)
+                 if anonymizer.needs_keypoints else [None] * len(annotations))
+    out_images = wider.split_paths(dst, split)[1]
+    tasks = []
+    for ann, kp in zip(annotations, keypoints, strict=True):
+        out_name = output_name(ann.name, fmt)
+        tasks.append(_Task(split, ann.name, os.path.join(images, ann.name),
+                           os.path.join(out_images, out_name), out_name, ann.boxes, kp,
+                           previous.get((split, ann.name))))
+    return tasks
+
+
+def run(config: Mapping[str, Any], *, progress: bool = True, io_floor: bool = False,
+        anonymizer: base.Anonymizer | None = None) -> Summary:
+    """Anonymizes `config.splits` of `config.src` into `config.dst` (module docstring).
+
+    Args:
+      config: fields `anonymizer` (`name` + parameters), `src`, `dst`, `splits`, `workers`
+        (0 = all cores, 1 = in this process), `seed`, `image_format` ('jpeg' | 'png'),
+        `jpeg_quality`, optional `png_compression` (0..9, default 3) and `overwrite`.
+      progress: show a tqdm bar with images/s and faces/s.
+      io_floor: benchmark only: decode and re-encode without anonymizing (`config.anonymizer`
+        is ignored); writes `io_floor_*` files and no annotation files.
+      anonymizer: an instance to use instead of building `config.anonymizer` (custom methods,
+        tests); it must be picklable when `workers` > 1.
+
+    Returns:
+      A `Summary`; `summary.failed` lists the images that could not be anonymized.
+
+    Raises:
+      ValueError: bad settings, or a `dst` written with other settings (see `overwrite`).
+      FileNotFoundError: a split missing in `src`.
+      RuntimeError: a worker process died (the run can be resumed).
+    """
+    from tqdm import tqdm  # Only the driver needs it.
+
+    start = time.perf_counter()
+    _check_config(config)
+    src, dst, fmt = os.fspath(config['src']), os.fspath(config['dst']), config['image_format']
+    splits = tuple(config['splits'])
+    if io_floor:
+        anonymizer = _IOFloor()
+    elif anonymizer is None:
+        anonymizer = base.create_from_config(config['anonymizer'])
+    elif not anonymizer.for_output:
+        raise ValueError(f'anonymizer {anonymizer.name!r} cannot produce a dataset')
+    for split in splits:
+        wider.require_split(src, split)
+    settings = settings_of(config, anonymizer)
+    digest = mf.prepare_dst(dst, settings, bool(config.get('overwrite', False)), io_floor)
+    s = _Settings(fmt, int(config['jpeg_quality']), int(config.get('png_compression', 3)),
+                  int(config['seed']), anonymizer.name, digest)
+    previous = mf.previous_entries(dst, io_floor)
+    tasks = {split: _tasks(src, dst, split, anonymizer, fmt, previous) for split in splits}
+    flat = [t for split in splits for t in tasks[split]]
+    workers = int(config['workers']) or (os.cpu_count() or 1)
+    # One batch per task; several images per task for cheap methods in a pool (less IPC).
+    size = max(int(anonymizer.batch_size), 1 if workers <= 1 else 4)
+    chunks = [flat[i:i + size] for i in range(0, len(flat), size)]
+
+    summary = Summary(images=len(flat), dst=dst)
+    entries: dict[tuple[str, str], dict] = {}
+    faces_done = 0
+    partial_path = os.path.join(dst, mf.FLOOR_PARTIAL if io_floor else mf.PARTIAL)
+    with open(partial_path, 'a', encoding='utf-8') as partial, \
+            tqdm(total=len(flat), desc=f'anonymize {anonymizer.name}', unit='img',
+                 disable=not progress, smoothing=0.1) as bar:
+        for results in _execute(anonymizer, s, chunks, workers):
+            for entry, resumed in results:
+                entries[(entry['split'], entry['image'])] = entry
+                if resumed:
+                    summary.resumed += 1
+                    continue
+                partial.write(mf.entry_line(entry))
+                if entry['status'] == 'ok':
+                    summary.processed += 1
+                    faces_done += sum(r == base.ANONYMIZED or r.startswith('fallback:')
+                                      for r in entry['faces'])
+            partial.flush()
+            bar.update(len(results))
+            elapsed = max(time.perf_counter() - start, 1e-9)
+            bar.set_postfix_str(f'{faces_done / elapsed:.0f} faces/s', refresh=False)
+
+    final = []
+    for split in mf.SPLIT_ORDER:
+        if split in tasks:
+            final += [entries[(split, t.name)] for t in tasks[split]]
+        else:  # Kept from an earlier run with the same settings.
+            final += [e for (sp, _), e in previous.items()
+                      if sp == split and e.get('config_hash') == digest]
+    for entry in final:
+        summary.records.update(entry['faces'])
+        if entry['status'] != 'ok' and entry['split'] in splits:
+            summary.failed.append((entry['split'], entry['image'], entry['status']))
+    if not io_floor:
+        for split in splits:
+            drop = {name for sp, name, _ in summary.failed if sp == split}
+            wider_copy.copy_bbx_gt(wider.split_paths(src, split)[0],
+                                   wider.split_paths(dst, split)[0], drop, fmt)
+            sidecar = os.path.join(src, 'landmarks', f'{split}.jsonl')
+            if os.path.isfile(sidecar):
+                wider_copy.copy_sidecar(sidecar, os.path.join(dst, 'landmarks', f'{split}.jsonl'),
+                                        drop, fmt)
+        if os.path.isdir(os.path.join(src, 'eval_tools')):
+            wider_copy.copy_tree(os.path.join(src, 'eval_tools'), os.path.join(dst, 'eval_tools'))
+    mf.write_manifest(os.path.join(dst, mf.FLOOR_MANIFEST if io_floor else mf.MANIFEST), final)
+    os.remove(partial_path)
+    summary.seconds = time.perf_counter() - start
+    return summary

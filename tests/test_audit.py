@@ -1,0 +1,221 @@
+"""Tests for the leak audit (`anonymizers/audit.py`, `anonymizers/identity.py`,
+`tools/audit_anonymized.py`): planted leaks, the JPEG tolerance, the dlib identity distance on
+`skimage.data.astronaut`, the manifest summary, missing and corrupt images, bad input."""
+
+import json
+import os
+import shutil
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'tools'))
+
+import audit_anonymized  # noqa: E402
+
+from safefakes_jax.anonymizers import audit, identity  # noqa: E402
+from safefakes_jax.data import synthetic, wider  # noqa: E402
+
+# The astronaut's face as dlib's frontal detector finds it: rectangle (175, 76)-(265, 166),
+# corners inclusive (checked once; hard-coded so that the test runs no detector).
+ASTRONAUT_BOX = (175, 76, 91, 91)
+
+
+def reencode(rgb: np.ndarray, quality: int = 95) -> np.ndarray:
+    ok, buf = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture(scope='module')
+def orig(tmp_path_factory):
+    root = tmp_path_factory.mktemp('orig')
+    synthetic.generate(root, 3, 0, seed=0, workers=1, progress=False, width=320)
+    return str(root)
+
+
+def annotations(root: str) -> list[wider.ImageAnnotation]:
+    return wider.read_bbx_gt(wider.split_paths(root, 'train')[0])
+
+
+def pick_face(root: str, min_w: int, max_w: int) -> tuple[int, int]:
+    """(image index, face index) of the first face with min_w <= w < max_w."""
+    for i, ann in enumerate(annotations(root)):
+        for k, (_, _, w, _) in enumerate(ann.boxes):
+            if min_w <= w < max_w:
+                return i, k
+    raise AssertionError(f'no face {min_w} <= w < {max_w} in the fixture')
+
+
+def make_copy(orig: str, dst: str, keep: tuple[int, int] | None = None, fmt: str = 'jpg',
+              manifest: bool = False) -> None:
+    """An "anonymized" copy: every face blacked out except `keep` (copied through), every image
+    re-encoded (JPEG q95, or lossless PNG with `.png` names in the txt)."""
+    txt, images = wider.split_paths(orig, 'train')
+    dst_txt, dst_images = wider.split_paths(dst, 'train')
+    out_anns, entries = [], []
+    for i, ann in enumerate(wider.read_bbx_gt(txt)):
+        rgb = audit.read_rgb(os.path.join(images, ann.name))
+        out = rgb.copy()
+        for k, box in enumerate(ann.boxes):
+            region = audit.clip_box(box, *rgb.shape[:2])
+            if region is not None and (i, k) != keep:
+                out[region] = 0
+        name = os.path.splitext(ann.name)[0] + '.' + fmt
+        path = os.path.join(dst_images, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        params = [cv2.IMWRITE_JPEG_QUALITY, 95] if fmt == 'jpg' else []
+        assert cv2.imwrite(path, cv2.cvtColor(out, cv2.COLOR_RGB2BGR), params)
+        out_anns.append(wider.ImageAnnotation(name, ann.boxes, ann.attributes))
+        records = ['fallback:no_keypoints' if k == 0 else 'anonymized'
+                   for k in range(len(ann.boxes))]
+        if keep is not None and i == keep[0]:
+            records[keep[1]] = 'skipped:below_min_face_px'
+        entries.append({'split': 'train', 'image': ann.name, 'output': name, 'status': 'ok',
+                        'faces': records, 'method': 'blackout', 'config_hash': 'x'})
+    wider.write_bbx_gt(dst_txt, out_anns)
+    if manifest:
+        with open(os.path.join(dst, audit.MANIFEST), 'w') as f:
+            f.write(''.join(json.dumps(e) + '\n' for e in entries))
+
+
+def test_planted_leak_exit_1_and_listed(orig, tmp_path, capsys):
+    keep = pick_face(orig, 40, 10_000)  # Large enough for the identity distance too.
+    make_copy(orig, str(tmp_path / 'leak'), keep=keep, manifest=True)
+    out_json = tmp_path / 'audit.json'
+    status = audit_anonymized.main(['--orig', orig, '--anon', str(tmp_path / 'leak'),
+                                    '--workers', '1', '--no_progress', '--json', str(out_json)])
+    out = capsys.readouterr().out
+    assert status == 1
+    ann = annotations(orig)[keep[0]]
+    box = ' '.join(str(int(v)) for v in ann.boxes[keep[1]])
+    assert f'{ann.name} face {keep[1]} box {box} changed' in out
+    assert 'skipped:below_min_face_px' in out and 'FAIL: 1 leaks' in out
+    report = json.loads(out_json.read_text())
+    (leak,) = [r for r in report['faces'] if r['leak']]
+    assert (leak['image'], leak['face']) == (ann.name, keep[1])
+    assert leak['changed_share'] < 0.05  # Re-encoded only: well inside the tolerance.
+    assert leak['identity_distance'] < 0.3 and leak['identity_match'] is True
+    others = [r for r in report['faces'] if r['status'] == 'audited' and not r['leak']]
+    assert others and all(r['changed_share'] > 0.9 for r in others)
+    method = report['methods']['blackout']  # From the manifest.
+    assert method['leaks'] == 1 and method['faces_audited'] == len(others) + 1
+    assert method['leak_rate'] == pytest.approx(1 / method['faces_audited'], abs=1e-6)
+    assert method['manifest']['skipped'] == 1
+    fallbacks = sum(len(a.boxes) > 0 for a in annotations(orig)) - (keep[1] == 0)
+    assert method['manifest']['fallback'] == fallbacks  # Face 0 of every image.
+    assert method['manifest']['records']['fallback:no_keypoints'] == fallbacks
+    small = [r for r in report['faces'] if r['box'][2] < 10 and r['box'][2] > 0]
+    assert small and all(r['status'] == audit.SMALL for r in small)
+
+
+def test_all_anonymized_exit_0_png_copy_and_method_label(orig, tmp_path, capsys):
+    make_copy(orig, str(tmp_path / 'clean'), fmt='png')  # `.png` names in the txt.
+    status = audit_anonymized.main(['--orig', orig, '--anon', str(tmp_path / 'clean'),
+                                    '--workers', '1', '--no_progress', '--identity_min_px', '0',
+                                    '--method', 'black'])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert 'black: ' in out and 'leak rate 0.0000 (0 leaks)' in out and 'OK: 0 leaks' in out
+
+
+def test_workers_give_the_same_rows(orig, tmp_path):
+    keep = pick_face(orig, 10, 40)
+    make_copy(orig, str(tmp_path / 'leak'), keep=keep)
+    options = audit.AuditOptions(identity_min_px=0)  # Keeps dlib out of the worker processes.
+    serial = audit.audit(orig, tmp_path / 'leak', options=options, workers=1, progress=False)
+    parallel = audit.audit(orig, tmp_path / 'leak', options=options, workers=2, progress=False)
+    assert serial.rows == parallel.rows
+    assert [(r.image, r.face) for r in serial.leaks] == [(annotations(orig)[keep[0]].name,
+                                                          keep[1])]
+    assert serial.exit_status == parallel.exit_status == 1
+
+
+def test_jpeg_tolerance_on_natural_and_synthetic_faces(orig):
+    astro = skimage.data.astronaut()  # Lossless source: the noisiest case measured.
+    share, mae = audit.pixel_change(astro, reencode(astro), ASTRONAUT_BOX)
+    assert share < 0.05 and mae < 4
+    black = astro.copy()
+    black[audit.clip_box(ASTRONAUT_BOX, *astro.shape[:2])] = 0
+    assert audit.pixel_change(astro, reencode(black), ASTRONAUT_BOX)[0] > 0.95  # Dark hair.
+    txt, images = wider.split_paths(orig, 'train')
+    shares = []
+    for ann in wider.read_bbx_gt(txt):
+        rgb = audit.read_rgb(os.path.join(images, ann.name))
+        again = reencode(rgb)
+        shares += [audit.pixel_change(rgb, again, b)[0] for b in ann.boxes if b[2] >= 10]
+    assert shares and max(shares) < 0.1
+    assert audit.pixel_change(astro, astro, (600, 600, 5, 5)) is None  # Outside the image.
+
+
+def test_identity_distance_on_astronaut():
+    model = identity.load()
+    assert identity.load() is model  # Loaded once per process.
+    img = skimage.data.astronaut()
+    black = img.copy()
+    black[audit.clip_box(ASTRONAUT_BOX, *img.shape[:2])] = 0
+    shape = model.landmarks(img, ASTRONAUT_BOX)
+    x, y, w, h = ASTRONAUT_BOX
+    points = np.array([(p.x, p.y) for p in shape.parts()])
+    assert ((points >= (x, y)) & (points < (x + w, y + h))).all()  # Landmarks on the face.
+    ref, same, jpeg, blacked = model.descriptors(img, [shape]), *(
+        model.descriptors(im, [shape]) for im in (img.copy(), reencode(img), black))
+    assert ref.shape == (1, 128)
+    assert np.linalg.norm(ref - same) < 0.05
+    assert np.linalg.norm(ref - jpeg) < 0.2  # Still the same person (< 0.6).
+    assert np.linalg.norm(ref - blacked) > identity.MATCH_THRESHOLD
+    (far,) = model.distances(img, black, [ASTRONAUT_BOX])
+    assert far == pytest.approx(np.linalg.norm(ref - blacked), abs=1e-4)
+
+
+def test_missing_and_corrupt_images(orig, tmp_path, capsys):
+    anon = tmp_path / 'anon'
+    make_copy(orig, str(anon))
+    anns = annotations(orig)
+    with_faces = [a for a in anns if len(a.boxes)]
+    gone, broken = with_faces[0], with_faces[-1]
+    txt = wider.split_paths(str(anon), 'train')[0]
+    wider.write_bbx_gt(txt, [a for a in annotations(str(anon)) if a.name != gone.name])
+    os.remove(anon / 'WIDER_train' / 'images' / gone.name)
+    args = ['--orig', orig, '--anon', str(anon), '--workers', '1', '--no_progress',
+            '--identity_min_px', '0']
+    assert audit_anonymized.main(args) == 0  # A missing image leaks nothing ...
+    out = capsys.readouterr().out
+    assert f'MISSING images (their faces are not counted as safe) (1):\n  {gone.name}' in out
+    assert audit_anonymized.main(args + ['--fail_on_missing']) == 1  # ... unless asked.
+    capsys.readouterr()
+    result = audit.audit(orig, anon, options=audit.AuditOptions(identity_min_px=0),
+                         progress=False)
+    n_missing = sum(b[2] >= 10 for b in gone.boxes)
+    assert result.summary['all']['faces_missing'] == n_missing > 0
+    assert all(r.changed_share is None for r in result.rows if r.status == audit.MISSING)
+    assert result.summary['all']['faces_audited'] + n_missing + result.summary['all'][
+        'faces_below_min_face_px'] + result.summary['all']['faces_empty_or_outside'] == sum(
+        len(a.boxes) for a in anns)
+    (anon / 'WIDER_train' / 'images' / broken.name).write_bytes(b'not a jpeg')
+    assert audit_anonymized.main(args) == 1  # Cannot be compared: fails closed.
+    k = next(k for k, b in enumerate(broken.boxes) if b[2] >= 10)
+    assert f'{broken.name} face {k} box' in capsys.readouterr().out
+
+
+def test_bad_input_exit_2_names_the_path(orig, tmp_path, capsys):
+    nowhere = str(tmp_path / 'nowhere')
+    assert audit_anonymized.main(['--orig', nowhere, '--anon', orig]) == 2
+    assert nowhere in capsys.readouterr().err
+    assert audit_anonymized.main(['--orig', orig, '--anon', nowhere]) == 2
+    assert nowhere in capsys.readouterr().err
+    assert audit_anonymized.main(['--orig', orig, '--anon', orig]) == 2
+    assert 'same folder' in capsys.readouterr().err
+    anon = tmp_path / 'anon'
+    shutil.copytree(os.path.join(orig, 'wider_face_split'), anon / 'wider_face_split')
+    assert audit_anonymized.main(['--orig', orig, '--anon', str(anon)]) == 2
+    assert str(anon / 'WIDER_train' / 'images') in capsys.readouterr().err
+    (anon / 'WIDER_train' / 'images').mkdir(parents=True)
+    txt = anon / 'wider_face_split' / 'wider_face_train_bbx_gt.txt'
+    txt.write_text('a/b.jpg\n1\n1 2 3\n')
+    assert audit_anonymized.main(['--orig', orig, '--anon', str(anon)]) == 2
+    assert f'{txt}:3' in capsys.readouterr().err
