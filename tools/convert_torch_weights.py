@@ -1,0 +1,80 @@
+r"""Converts PyTorch DSFD / VGG16 weights (.pth or .npz) into an orbax checkpoint of Flax params.
+
+  python tools/convert_torch_weights.py --format=dsfd_vgg --src=WIDERFace_DSFD_vgg.pth \
+      --out=pretrained/dsfd_vgg
+  python tools/convert_torch_weights.py --format=vgg16_reducedfc --src=vgg16_reducedfc.npz \
+      --out=pretrained/vgg16_reducedfc [--width 1.0] [--channel_order bgr] [--force]
+
+Formats (`../shared/reference/dsfd.md` §10-11):
+  dsfd_vgg         a full yx `DSFD_vgg` state dict (plain, or yx's {'epoch', 'weight'} wrapper);
+                   writes the full params. Default --channel_order rgb (yx trained on RGB).
+  vgg16_reducedfc  the SSD/Caffe backbone (`{i}.weight/bias`); writes the *partial* params
+                   {'vgg': ...}, which trainers merge into their init
+                   (`safefakes_jax.models.torch_import.merge_params`). Default --channel_order
+                   bgr: the first conv's input channels are reversed so that our RGB input
+                   (minus R 123, G 117, B 104) gives the outputs of the Caffe BGR input.
+
+`.pth` needs PyTorch; without it, convert to .npz elsewhere with
+  numpy.savez(path, **{k: v.numpy() for k, v in sd.items()})
+`--out` gets `checkpoint/` (orbax, {'params': ...}) and `conversion.json`; it is written
+atomically and an existing non-empty `--out` is refused unless `--force`. Restore with
+`torch_import.load_converted(out)`. Exit status 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from safefakes_jax.models import torch_import  # noqa: E402
+
+
+def _count(params) -> int:
+    import jax
+
+    return sum(int(x.size) for x in jax.tree.leaves(params))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the conversion; returns the exit status (0 ok, 2 bad input)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--format', required=True, choices=torch_import.FORMATS,
+                        help='layout of the source state dict')
+    parser.add_argument('--src', required=True, help='.pth / .pt (needs torch) or .npz file')
+    parser.add_argument('--out', required=True, help='output checkpoint folder')
+    parser.add_argument('--width', type=float, default=1.0,
+                        help='channel multiplier of the target DSFD (1.0 = the paper model)')
+    parser.add_argument('--channel_order', choices=torch_import.CHANNEL_ORDERS, default=None,
+                        help='channel order the source weights expect (default: rgb for '
+                             'dsfd_vgg, bgr for vgg16_reducedfc); bgr flips the first conv')
+    parser.add_argument('--force', action='store_true', help='replace a non-empty --out')
+    args = parser.parse_args(argv)
+    order = args.channel_order or torch_import.DEFAULT_CHANNEL_ORDER[args.format]
+    try:
+        state_dict = torch_import.read_state_dict(args.src)
+        params = torch_import.convert_state_dict(state_dict, args.format, args.width, order)
+        info = {
+            'format': args.format,
+            'source': os.path.abspath(args.src),
+            'sha256': torch_import.file_sha256(args.src),
+            'width': args.width,
+            'channel_order': order,
+            'num_params': _count(params),
+            'partial': args.format == 'vgg16_reducedfc',
+            'created': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
+        }
+        torch_import.save_converted(args.out, params, info, force=args.force)
+    except torch_import.ConversionError as e:
+        print(f'convert_torch_weights: error: {e}', file=sys.stderr)
+        return 2
+    print(f'{args.format} ({order} weights, width {args.width}): {len(state_dict)} tensors, '
+          f'{info["num_params"]:,} parameters -> {os.path.abspath(args.out)}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
