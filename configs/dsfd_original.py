@@ -1,8 +1,9 @@
 """DSFD (VGG16) trained on the original (non-anonymized) WIDER FACE train split.
 
-Launch (the detector trainer comes with the DSFD issue; today the data path runs):
-  python launch/inspect_data.py --config=configs/dsfd_original.py:smoke --workdir=/tmp/inspect
+  python launch/train.py --config=configs/dsfd_original.py:smoke --workdir=/tmp/dsfd_smoke
   python launch/train.py --config=configs/dsfd_original.py --workdir=workdirs/dsfd_original
+  python launch/train.py --config=configs/dsfd_original.py:steps=7500 --workdir=...
+Args (`:smoke`, `:steps=N`, `:paper`, `:seed=1`): see dsfd_base.py.
 """
 
 import ml_collections

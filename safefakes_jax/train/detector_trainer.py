@@ -1,0 +1,279 @@
+"""DSFD detector trainer: (anonymized) WIDER train split in, WIDER val AP out.
+
+`train_and_evaluate(config, workdir)` runs one experiment of the paper's Fig. 4:
+
+1. `check_inputs` fails before anything is compiled: a GAN anonymizer that does not exist yet
+   (never falls back to original faces), a missing train or val folder (naming it and, for an
+   anonymized set, the `launch/anonymize.py` command that creates it).
+2. Builds the mesh (`data` axis), the model, SGD + step decay, and the train state; resumes
+   from the newest checkpoint in `<workdir>/checkpoints` together with the input position.
+3. Trains with the jit step of `detector_step`; writes CLU summaries (loss terms, lr, grad norm,
+   images/s; the config as hparams) and reports progress. A non-finite loss stops the run
+   with its step and the file names of its batch.
+4. Evaluates single-scale on the unaltered val split every `config.evals.every_steps` (WIDER
+   AP easy / medium / hard, official protocol, in memory) and at the end, where it also writes
+   the official prediction folder `<workdir>/predictions/<event>/<image>.txt` and
+   `<workdir>/results.json`.
+
+Evaluation is single-scale (letterboxed to `config.evals.image_size`), not the reference's
+multi-scale + flip + box-voting test, and runs on one process (multi-host evaluation raises).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from clu import metric_writers, periodic_actions
+
+from safefakes_jax.anonymizers import base as anonymizer_base
+from safefakes_jax.data import atomic_io, detection_pipeline, wider
+from safefakes_jax.detection import postprocess
+from safefakes_jax.evaluation import wider_ap
+from safefakes_jax.models import dsfd
+from safefakes_jax.train import checkpoints, detector_step, train_state
+
+LOSS_KEYS = ('loc1', 'conf1', 'loc2', 'conf2', 'loss')
+
+
+class AnonymizerUnavailableError(RuntimeError):
+    """The config trains on a set made by an anonymizer this framework does not have yet."""
+
+
+def _anonymize_command(config: ml_collections.ConfigDict) -> str:
+    """The `launch/anonymize.py` command that creates `config.data.train_root`."""
+    src = config.data.original_train_root
+    smoke = ':smoke' if 'synthetic' in src else ''
+    return (f'python launch/anonymize.py --config=configs/anonymize/{config.dataset}.py{smoke} '
+            f'--config.src={src} --config.dst={config.data.train_root}')
+
+
+def check_inputs(config: ml_collections.ConfigDict) -> None:
+    """Fails early (before compiling) when the run cannot have its data.
+
+    Raises:
+      AnonymizerUnavailableError: `config.dataset` names an anonymizer that does not exist.
+      FileNotFoundError: the train or val split (or the val ground truth) is missing; the
+        message names the folder and how to create it.
+    """
+    method = config.dataset
+    if method != 'original' and method not in anonymizer_base.names():
+        raise AnonymizerUnavailableError(
+            f'config dataset {method!r}: the {method} anonymizer does not exist yet in '
+            f'safefakes_jax.anonymizers (known: {", ".join(anonymizer_base.names())}), so '
+            f'{config.data.train_root} cannot be created. Not training (this experiment never '
+            'falls back to the original faces).')
+    root = config.data.train_root
+    if method == 'original':
+        how = (f'python tools/make_synthetic_wider.py --out {root}' if 'synthetic' in root
+               else 'see README.md, "Real WIDER FACE"')
+    else:
+        how = _anonymize_command(config)
+    wider.require_split(root, 'train', how_to_create=how)
+    val = config.data.val_root
+    val_how = (f'python tools/make_synthetic_wider.py --out {val}' if 'synthetic' in val
+               else 'see README.md, "Real WIDER FACE"')
+    wider.require_split(val, 'val', how_to_create=val_how)
+    gt = wider.ground_truth_dir(val)
+    if not os.path.isdir(gt):
+        raise FileNotFoundError(f'WIDER FACE val ground truth not found: {gt} is missing '
+                                f'(root {val!r}). Create it with: {val_how}')
+
+
+def build_model(config: ml_collections.ConfigDict) -> dsfd.DSFD:
+    """The DSFD of `config.model` (width, compute dtype)."""
+    dtype = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[config.model.compute_dtype]
+    return dsfd.DSFD(width=config.model.width, dtype=dtype)
+
+
+def _batches(ds) -> Iterator[dict[str, np.ndarray]]:
+    yield from detection_pipeline.as_numpy_batches(ds)
+
+
+def _key(filename: bytes | str) -> tuple[str, str]:
+    name = filename.decode() if isinstance(filename, bytes) else str(filename)
+    event, _, base = name.rpartition('/')
+    return event, os.path.splitext(base)[0]
+
+
+def predict_val(config: ml_collections.ConfigDict, params: Any, predict_fn, mesh,
+                anchors: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
+    """Single-scale detections on the val split: `{(event, stem): [N, 5] x y w h score}`."""
+    if jax.process_count() > 1:
+        raise NotImplementedError('evaluation runs on a single process; evaluate the saved '
+                                  'checkpoint with one process')
+    ev = config.evals
+    size = ev.image_size
+    ds = detection_pipeline.make_eval_dataset(
+        config.data.val_root, batch_size=ev.batch_size, image_size=size,
+        max_boxes=config.data.max_boxes, split='val', data_dir=config.data.tfds_dir or None,
+        letterbox=True)
+    preds = {}
+    for i, batch in enumerate(_batches(ds)):
+        if ev.max_batches and i >= ev.max_batches:
+            break
+        out = jax.device_get(predict_fn(params, detector_step.shard_batch(
+            batch, mesh, detector_step.EVAL_KEYS)))
+        for j in np.flatnonzero(batch['_mask']):
+            dets = postprocess.detections_from_outputs(
+                out['loc2'][j], out['conf2'][j], anchors, (size, size),
+                conf_thresh=ev.conf_thresh)
+            sx, sy = (float(v) for v in batch['scale'][j])
+            dets[:, :4] /= np.array([sx, sy, sx, sy])
+            preds[_key(batch['filename'][j])] = postprocess.to_wider_rows(dets)
+    return preds
+
+
+def evaluate(config, params, predict_fn, mesh, anchors, ground_truth):
+    """(AP dict, predictions) on the val split."""
+    preds = predict_val(config, params, predict_fn, mesh, anchors)
+    ap = wider_ap.evaluate(preds, ground_truth)
+    return {k: float(ap[k]) for k in wider.SETTINGS}, preds
+
+
+def _check_finite(window: list[tuple[int, Any, np.ndarray]]) -> list[dict[str, float]]:
+    """Fetches a window of (step, metrics, filenames); raises at the first non-finite loss."""
+    fetched = jax.device_get([m for _, m, _ in window])
+    for (step, _, names), m in zip(window, fetched, strict=True):
+        if not np.isfinite(m['loss']):
+            files = ', '.join(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+            raise FloatingPointError(f'non-finite loss ({float(m["loss"])}) at step {step}; '
+                                     f'batch images: {files}')
+    return [{k: float(v) for k, v in m.items()} for m in fetched]
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       stop_after: int | None = None) -> dict[str, Any]:
+    """Trains DSFD as `config` says, evaluates it, and returns the results (module docstring).
+
+    Args:
+      config: a `configs/dsfd_*.py` config.
+      workdir: the run folder (checkpoints, summaries, config.json, predictions, results).
+      stop_after: preemption drill: behave as if SIGTERM arrived after this step.
+
+    Returns:
+      The results (`easy`, `medium`, `hard`, `steps`, ...) and `history` (the per-step metrics
+      of this process's steps); `{'stopped_at', 'history'}` when stopped early.
+    """
+    check_inputs(config)
+    os.makedirs(workdir, exist_ok=True)
+    checkpoints.write_config(workdir, config)
+    mesh = detector_step.make_mesh(config.mesh.num_devices or None)
+    n_dev = mesh.devices.size
+    if config.data.batch_size % n_dev:
+        raise ValueError(f'global batch {config.data.batch_size} is not divisible by the '
+                         f'{n_dev} devices of the mesh')
+    host_batch = config.data.batch_size // jax.process_count()
+    total = config.train.steps
+    model = build_model(config)
+    schedule = train_state.lr_schedule(config.train.lr, total, config.train.decay_fractions)
+    tx = train_state.make_optimizer(schedule, config.train.momentum, config.train.weight_decay)
+    size = config.data.image_size
+
+    ckpt = checkpoints.Checkpointer(workdir, config.ckpt.every_steps, config.ckpt.max_to_keep)
+    restored = ckpt.restore(train_state.abstract_train_state(model, tx, size, mesh))
+    if restored is None:
+        rng = jax.random.key(config.seed)
+        state = train_state.create_train_state(model, tx, jax.random.fold_in(rng, 0), size, mesh)
+        position = 0
+    else:
+        state, position = restored
+    step_rng = jax.device_put(jax.random.fold_in(jax.random.key(config.seed), 1),
+                              train_state.replicated(mesh))
+    train_step = detector_step.make_train_step(
+        model, schedule, mesh, image_size=size, aspect_ratio=config.model.anchor_aspect_ratio,
+        match_threshold=config.model.match_threshold, pal_weight=config.model.pal_weight,
+        neg_pos_ratio=config.model.neg_pos_ratio)
+    predict_fn = detector_step.make_predict_step(model, mesh)
+    _, eval_anchors = detector_step.shot_anchors(config.evals.image_size,
+                                                 config.model.anchor_aspect_ratio)
+    ground_truth = wider.read_ground_truth(wider.ground_truth_dir(config.data.val_root))
+
+    writer = metric_writers.create_default_writer(
+        workdir, just_logging=jax.process_index() > 0, asynchronous=False)
+    first_step = int(state.step)
+    if first_step == 0:
+        writer.write_hparams({k: v for k, v in _flat(config.to_dict()).items()})
+    report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer)
+
+    ds = detection_pipeline.make_train_dataset(
+        config.data.train_root, batch_size=host_batch, image_size=size,
+        max_boxes=config.data.max_boxes, seed=config.seed,
+        data_dir=config.data.tfds_dir or None,
+        anchor_sampling_prob=config.data.anchor_sampling_prob,
+        shuffle_buffer=config.data.shuffle_buffer, start_position=position)
+    batches = _batches(ds)
+    history: list[dict[str, float]] = []
+    window: list = []
+    t0, images = time.perf_counter(), 0
+    step = first_step
+    stopped = False
+    try:
+        while step < total:
+            batch = next(batches)
+            state, metrics = train_step(state, detector_step.shard_batch(batch, mesh), step_rng)
+            step += 1
+            position = int(batch['position'].max()) + 1
+            images += config.data.batch_size
+            window.append((step, metrics, batch['filename']))
+            report(step)
+            if stop_after is not None and step >= stop_after:
+                ckpt.request_stop()
+            stop = ckpt.should_stop()
+            ckpt_due = ckpt.every_steps and step % ckpt.every_steps == 0
+            if step % config.train.log_every == 0 or step == total or stop or ckpt_due:
+                fetched = _check_finite(window)
+                history.extend(fetched)
+                dt = time.perf_counter() - t0
+                scalars = {f'train/{k}': np.mean([m[k] for m in fetched]) for k in LOSS_KEYS}
+                scalars.update({'train/lr': fetched[-1]['lr'],
+                                'train/grad_norm': np.mean([m['grad_norm'] for m in fetched]),
+                                'train/images_per_s': images / max(dt, 1e-9)})
+                writer.write_scalars(step, scalars)
+                window, t0, images = [], time.perf_counter(), 0
+            ckpt.maybe_save(step, state, position, force=stop)
+            if stop:
+                stopped = True
+                break
+            if config.evals.every_steps and step % config.evals.every_steps == 0 \
+                    and step < total:
+                with report.timed('eval'):
+                    ap, _ = evaluate(config, state.params, predict_fn, mesh, eval_anchors,
+                                     ground_truth)
+                writer.write_scalars(step, {f'val/ap_{k}': v for k, v in ap.items()})
+        if stopped:
+            return {'stopped_at': step, 'history': history}
+        ckpt.maybe_save(step, state, position, force=True)
+        with report.timed('eval'):
+            ap, preds = evaluate(config, state.params, predict_fn, mesh, eval_anchors,
+                                 ground_truth)
+        writer.write_scalars(step, {f'val/ap_{k}': v for k, v in ap.items()})
+        results = {'easy': ap['easy'], 'medium': ap['medium'], 'hard': ap['hard'],
+                   'steps': step, 'training_dataset': config.data.train_root,
+                   'anonymizer': config.dataset, 'val_root': config.data.val_root,
+                   'eval_image_size': config.evals.image_size}
+        if jax.process_index() == 0:
+            wider.write_predictions(os.path.join(workdir, 'predictions'), preds)
+            atomic_io.write_text(os.path.join(workdir, 'results.json'),
+                                 json.dumps(results, indent=2) + '\n')
+        return dict(results, history=history)
+    finally:
+        writer.flush()
+        ckpt.close()
+
+
+def _flat(d: dict, prefix: str = '') -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f'{prefix}{k}.'))
+        else:
+            out[prefix + k] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out

@@ -1,0 +1,166 @@
+"""DSFD trainer end to end on a tiny synthetic WIDER FACE (8 fake CPU devices).
+
+One module-scoped synthetic set (and its conventional anonymized copies, made with the
+engine) is shared by all tests; a persistent compilation cache under the session's temp folder
+lets the runs share their compiled steps (identical programs).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from jax.experimental.compilation_cache import compilation_cache
+
+from configs import dsfd_base
+from safefakes_jax.anonymizers import engine
+from safefakes_jax.data import synthetic
+from safefakes_jax.train import detector_trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONVENTIONAL = ('blur', 'blackout', 'pixelate', 'fullblur')
+
+
+@pytest.fixture(scope='module', autouse=True)
+def compile_cache(tmp_path_factory):
+    compilation_cache.set_cache_dir(str(tmp_path_factory.getbasetemp() / 'jax_cache'))
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+    compilation_cache.reset_cache()
+    yield
+    jax.config.update('jax_compilation_cache_dir', None)
+    compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope='module')
+def roots(tmp_path_factory):
+    base = tmp_path_factory.mktemp('train')
+    src = str(base / 'synthetic_wider')
+    synthetic.generate(src, 8, 3, seed=0, workers=1, progress=False, width=128)
+    for method in CONVENTIONAL:
+        mod = __import__(f'configs.anonymize.{method}', fromlist=['get_config'])
+        cfg = mod.get_config('smoke')
+        cfg.src = src
+        cfg.dst = f'{src}_{method}'
+        cfg.workers = 1
+        engine.run(cfg, progress=False)
+    return src
+
+
+def _config(dataset: str, src: str, steps: int = 2):
+    mod = __import__(f'configs.dsfd_{dataset}', fromlist=['get_config'])
+    config = mod.get_config('smoke')
+    config.data.original_train_root = src
+    config.data.train_root = src if dataset == 'original' else f'{src}_{dataset}'
+    config.data.val_root = src
+    config.data.image_size = 64
+    config.data.max_boxes = 16
+    config.data.batch_size = 8
+    config.data.shuffle_buffer = 4
+    config.model.width = 0.0625
+    config.train.steps = steps
+    config.train.log_every = 1
+    config.evals.image_size = 64
+    config.evals.every_steps = 0
+    config.ckpt.every_steps = 0
+    return config
+
+
+def test_smoke_configs_are_small_and_paper_configs_match_the_paper():
+    for name in ('original',) + CONVENTIONAL + dsfd_base.GANS:
+        mod = __import__(f'configs.dsfd_{name}', fromlist=['get_config'])
+        full, smoke = mod.get_config(), mod.get_config('smoke')
+        assert (full.data.batch_size, full.train.lr, full.train.steps) == (4, 2.5e-4, 60_000)
+        assert full.model.width == 1.0 and smoke.model.width <= 0.25
+        assert smoke.data.image_size <= 320 and 'synthetic' in smoke.data.train_root
+        assert full.dataset == name
+    assert mod.get_config('steps=7500').train.steps == 7_500
+    paper = mod.get_config('paper')
+    assert (paper.model.anchor_aspect_ratio, paper.model.match_threshold) == (1.5, 0.4)
+
+
+@pytest.fixture(scope='module')
+def original_run(roots, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp('original_run')
+    return workdir, detector_trainer.train_and_evaluate(_config('original', roots), str(workdir))
+
+
+@pytest.mark.parametrize('dataset', ('original',) + CONVENTIONAL)
+def test_two_step_smoke_run(roots, original_run, tmp_path, dataset):
+    if dataset == 'original':
+        tmp_path, results = original_run
+    else:
+        results = detector_trainer.train_and_evaluate(_config(dataset, roots), str(tmp_path))
+    assert results['steps'] == 2 and results['anonymizer'] == dataset
+    assert len(results['history']) == 2
+    assert all(np.isfinite(m['loss']) for m in results['history'])
+    saved = json.load(open(tmp_path / 'results.json'))
+    assert set(saved) >= {'easy', 'medium', 'hard', 'steps', 'training_dataset', 'anonymizer'}
+    assert all(0.0 <= saved[k] <= 1.0 for k in ('easy', 'medium', 'hard'))
+    assert saved['training_dataset'].endswith('synthetic_wider' if dataset == 'original'
+                                              else f'synthetic_wider_{dataset}')
+    assert (tmp_path / 'config.json').exists() and (tmp_path / 'predictions').is_dir()
+    assert any(f.startswith('events.out') for f in os.listdir(tmp_path))
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(roots, original_run, tmp_path):
+    # Same program as the 2-step smoke runs (cached compile): stop after 1 of 2, resume.
+    full = original_run[1]
+    cut = str(tmp_path / 'b')
+    first = detector_trainer.train_and_evaluate(_config('original', roots), cut, stop_after=1)
+    assert first['stopped_at'] == 1
+    assert os.listdir(os.path.join(cut, 'checkpoints')) == ['1']
+    second = detector_trainer.train_and_evaluate(_config('original', roots), cut)
+    assert second['steps'] == 2 and len(second['history']) == 1
+    resumed = first['history'] + second['history']
+    assert full['history'][0]['loss'] != full['history'][1]['loss']
+    for a, b in zip(full['history'], resumed, strict=True):
+        for k in ('loss', 'loc1', 'conf1', 'loc2', 'conf2', 'lr', 'grad_norm'):
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-4, err_msg=k)
+    for k in ('easy', 'medium', 'hard'):
+        assert full[k] == pytest.approx(second[k], abs=1e-6)
+
+
+@pytest.mark.parametrize('dataset', dsfd_base.GANS)
+def test_gan_configs_stop_before_compiling(tmp_path, dataset):
+    mod = __import__(f'configs.dsfd_{dataset}', fromlist=['get_config'])
+    with pytest.raises(detector_trainer.AnonymizerUnavailableError,
+                       match=f'{dataset} anonymizer does not exist yet'):
+        detector_trainer.train_and_evaluate(mod.get_config('smoke'), str(tmp_path))
+    assert not os.path.exists(tmp_path / 'checkpoints')
+
+
+def test_missing_anonymized_folder_names_it_and_the_command(roots, tmp_path):
+    config = _config('blur', roots)
+    config.data.train_root = str(tmp_path / 'nowhere_blur')
+    with pytest.raises(FileNotFoundError) as err:
+        detector_trainer.train_and_evaluate(config, str(tmp_path / 'run'))
+    msg = str(err.value)
+    assert 'nowhere_blur' in msg
+    assert (f'python launch/anonymize.py --config=configs/anonymize/blur.py:smoke '
+            f'--config.src={roots} --config.dst={config.data.train_root}') in msg
+
+
+def test_missing_val_folder_is_named(roots, tmp_path):
+    config = _config('original', roots)
+    config.data.val_root = str(tmp_path / 'no_val')
+    with pytest.raises(FileNotFoundError, match='no_val'):
+        detector_trainer.train_and_evaluate(config, str(tmp_path / 'run'))
+
+
+def test_non_finite_loss_names_the_step_and_images():
+    window = [(7, {'loss': np.float32(1.0)}, np.array([b'a/x.jpg'])),
+              (8, {'loss': np.float32(np.nan)}, np.array([b'0--Parade/p_1.jpg', b'b/y.jpg']))]
+    with pytest.raises(FloatingPointError, match=r'step 8.*0--Parade/p_1.jpg, b/y.jpg'):
+        detector_trainer._check_finite(window)
+
+
+def test_launch_script_reports_the_missing_anonymizer(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, 'launch/train.py', '--config=configs/dsfd_ciagan.py:smoke',
+         f'--workdir={tmp_path}'], cwd=REPO, capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+    assert proc.returncode != 0
+    assert 'ciagan anonymizer does not exist yet' in proc.stderr
