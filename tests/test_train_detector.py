@@ -10,28 +10,19 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 from configs import dsfd_base
 from safefakes_jax.anonymizers import engine
 from safefakes_jax.data import synthetic
 from safefakes_jax.train import detector_trainer
 
+# Identical programs compile once across the module's tests (see conftest).
+pytestmark = pytest.mark.usefixtures('jax_compile_cache')
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONVENTIONAL = ('blur', 'blackout', 'pixelate', 'fullblur')
-
-
-@pytest.fixture(scope='module', autouse=True)
-def compile_cache(tmp_path_factory):
-    compilation_cache.set_cache_dir(str(tmp_path_factory.getbasetemp() / 'jax_cache'))
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-    compilation_cache.reset_cache()
-    yield
-    jax.config.update('jax_compilation_cache_dir', None)
-    compilation_cache.reset_cache()
 
 
 @pytest.fixture(scope='module')

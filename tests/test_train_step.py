@@ -9,10 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 from safefakes_jax.models import dsfd
 from safefakes_jax.train import detector_step, train_state
+
+# Identical programs compile once across the module's tests (see conftest).
+pytestmark = pytest.mark.usefixtures('jax_compile_cache')
 
 S = 64
 B = 8
@@ -29,16 +31,6 @@ def _batch(step: int) -> dict:
     boxes[~mask] = 0
     image = rng.integers(0, 256, (B, S, S, 3), dtype=np.uint8)
     return {'image': image, 'boxes': boxes, 'box_mask': mask}
-
-
-@pytest.fixture(scope='module', autouse=True)
-def compile_cache(tmp_path_factory):
-    compilation_cache.set_cache_dir(str(tmp_path_factory.getbasetemp() / 'jax_cache'))
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-    compilation_cache.reset_cache()
-    yield
-    jax.config.update('jax_compilation_cache_dir', None)
-    compilation_cache.reset_cache()
 
 
 def _setup(dtype=jnp.float32):
