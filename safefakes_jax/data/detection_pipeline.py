@@ -47,8 +47,6 @@ import tensorflow_datasets as tfds
 from safefakes_jax.data import detection_augment as aug
 from safefakes_jax.data import tfds_wider
 
-tfds_wider.hide_gpus_from_tf()
-
 DEFAULT_MAX_BOXES = 256
 
 
