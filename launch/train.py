@@ -6,6 +6,13 @@ predictions/<event>/<image>.txt (official format) and results.json (easy/medium/
   python launch/train.py --config=configs/dsfd_original.py:smoke --workdir=/tmp/dsfd_smoke
   python launch/train.py --config=configs/dsfd_blur.py --workdir=workdirs/dsfd_blur \
       --config.train.steps=15000
+
+Multi-process (README, "Scaling out"): `--jax_distributed` alone lets
+`jax.distributed.initialize()` detect the cluster (TPU pod slice, SLURM, ...); elsewhere start
+one process per host with the coordinator given explicitly, e.g. two processes on loopback:
+
+  python launch/train.py --config=... --workdir=... --coordinator_address=127.0.0.1:12345 \
+      --num_processes=2 --process_id=0   # and --process_id=1 in a second shell
 """
 
 import os
@@ -19,16 +26,30 @@ from ml_collections import config_flags  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:arg]).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder.', required=True)
-_JAX_DISTRIBUTED = flags.DEFINE_bool('jax_distributed', False,
-                                     'Call jax.distributed.initialize() (multi-host).')
+_JAX_DISTRIBUTED = flags.DEFINE_bool(
+    'jax_distributed', False,
+    'Call jax.distributed.initialize() (multi-process); without the three flags below the '
+    'cluster is auto-detected (TPU pod slice, SLURM, Open MPI, ...).')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None,
+    'host:port of process 0, the same for every process (implies --jax_distributed).')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None, 'Number of processes of the run (implies --jax_distributed).')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, 'This process, 0 .. num_processes - 1 (implies --jax_distributed).')
 
 
 def main(argv):
     del argv
     import jax
 
-    if _JAX_DISTRIBUTED.value:
-        jax.distributed.initialize()
+    explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    if _JAX_DISTRIBUTED.value or any(v is not None for v in explicit):
+        # A flag left out (None) is auto-detected. CPU collectives across processes use gloo
+        # (jax's default `jax_cpu_collectives_implementation`): CPU runs need no extra setting.
+        jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                                   num_processes=_NUM_PROCESSES.value,
+                                   process_id=_PROCESS_ID.value)
     jax.config.update('jax_threefry_partitionable', True)
 
     from safefakes_jax.train import detector_trainer
@@ -39,6 +60,8 @@ def main(argv):
     except (FileNotFoundError, detector_trainer.AnonymizerUnavailableError) as e:
         logging.error('%s', e)
         sys.exit(f'error: {e}')
+    if jax.process_index() > 0:
+        return
     if 'stopped_at' in results:
         print(f'stopped at step {results["stopped_at"]} (checkpoint saved; rerun to resume)')
     else:

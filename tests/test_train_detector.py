@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -94,6 +95,8 @@ def test_two_step_smoke_run(roots, original_run, tmp_path, dataset):
                                               else f'synthetic_wider_{dataset}')
     assert (tmp_path / 'config.json').exists() and (tmp_path / 'predictions').is_dir()
     assert any(f.startswith('events.out') for f in os.listdir(tmp_path))
+    grid = cv2.imread(str(tmp_path / 'val_detections.png'))
+    assert grid is not None and grid.shape[0] > 64 and grid.shape[1] > 2 * 64  # 3 val images.
 
 
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(roots, original_run, tmp_path):
@@ -155,3 +158,89 @@ def test_launch_script_reports_the_missing_anonymizer(tmp_path):
         env=dict(os.environ, JAX_PLATFORMS='cpu'))
     assert proc.returncode != 0
     assert 'ciagan anonymizer does not exist yet' in proc.stderr
+
+
+def test_init_from_converted_checkpoint_replaces_the_params_it_holds(tmp_path):
+    import jax
+
+    from safefakes_jax.models import dsfd, torch_import
+    from safefakes_jax.train import detector_step
+
+    model = dsfd.DSFD(width=0.0625)
+    images = np.zeros((1, 64, 64, 3), np.float32)
+    fresh = model.init(jax.random.key(0), images)['params']
+    other = jax.device_get(model.init(jax.random.key(1), images)['params'])
+    mesh = detector_step.make_mesh(1)
+    torch_import.save_converted(tmp_path / 'full', other, {'format': 'dsfd_vgg'})
+    torch_import.save_converted(tmp_path / 'vgg', {'vgg': other['vgg']},
+                                {'format': 'vgg16_reducedfc'})
+
+    full = detector_trainer.load_init_params(str(tmp_path / 'full'), fresh, mesh)
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(other), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), b)
+    backbone = detector_trainer.load_init_params(str(tmp_path / 'vgg'), fresh, mesh)
+    np.testing.assert_array_equal(np.asarray(backbone['vgg']['conv1_1']['kernel']),
+                                  other['vgg']['conv1_1']['kernel'])
+    np.testing.assert_array_equal(np.asarray(backbone['loc_pal2_0']['kernel']),
+                                  np.asarray(fresh['loc_pal2_0']['kernel']))
+
+    wide = dsfd.DSFD(width=0.125).init(jax.random.key(0), images)['params']
+    with pytest.raises(ValueError, match='init_from=.*full'):
+        detector_trainer.load_init_params(str(tmp_path / 'full'), wide, mesh)
+    with pytest.raises(FileNotFoundError, match='convert_torch_weights'):
+        detector_trainer.load_init_params(str(tmp_path / 'missing'), fresh, mesh)
+
+
+def test_evaluate_script_reproduces_the_runs_final_evaluation(roots, original_run, tmp_path):
+    workdir, results = original_run
+    out = tmp_path / 'eval'
+    proc = subprocess.run(
+        [sys.executable, 'launch/evaluate.py', '--config=configs/dsfd_original.py:smoke',
+         f'--workdir={workdir}', '--procedure=single', f'--out={out}',
+         f'--config.data.val_root={roots}', '--config.model.width=0.0625',
+         '--config.data.image_size=64', '--config.evals.image_size=64',
+         '--config.data.max_boxes=16'],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.load(open(out / 'results.json'))
+    assert saved['params'].endswith('step 2') and saved['test_procedure'] == 'single'
+    for k in ('easy', 'medium', 'hard'):
+        assert saved[k] == pytest.approx(results[k], abs=1e-9)
+    ours = sorted(p.relative_to(out / 'predictions') for p in (out / 'predictions').rglob('*.txt'))
+    theirs = sorted(p.relative_to(workdir / 'predictions')
+                    for p in (workdir / 'predictions').rglob('*.txt'))
+    assert ours == theirs and len(ours) == 3
+    for rel in ours:
+        assert (out / 'predictions' / rel).read_text() == \
+            (workdir / 'predictions' / rel).read_text()
+
+
+def test_evaluate_script_rejects_a_missing_checkpoint(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, 'launch/evaluate.py', '--config=configs/dsfd_original.py:smoke',
+         f'--workdir={tmp_path}'], cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+    assert proc.returncode != 0 and 'no checkpoint' in proc.stderr
+
+
+def test_multiscale_evaluation_covers_every_val_image(roots):
+    import jax
+
+    from safefakes_jax.data import wider
+    from safefakes_jax.evaluation import detector_eval
+    from safefakes_jax.models import dsfd
+
+    config = _config('original', roots)
+    config.evals.multiscale_max_side = 128  # The 128-px images would be run up to 10x.
+    model = dsfd.DSFD(width=0.0625)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: rng.normal(0, 0.05, s.shape).astype(np.float32),
+                          shapes['params'])
+    preds = detector_eval.predict_multiscale(config, model, params)
+    gt = wider.read_ground_truth(wider.ground_truth_dir(roots))
+    assert set(preds) == {(im.event, im.stem) for im in gt.images}
+    assert all(p.shape[1] == 5 and np.isfinite(p).all() for p in preds.values())
+    ap = detector_eval.average_precision(preds, gt)
+    assert all(0.0 <= ap[k] <= 1.0 for k in ('easy', 'medium', 'hard'))

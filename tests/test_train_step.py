@@ -118,6 +118,42 @@ def test_optimizer_is_sgd_momentum_with_coupled_weight_decay():
     np.testing.assert_allclose(u2['w'], [-0.1 * (2.0 + 0.9 * 2.0)])  # buf = .9 buf + d
 
 
+def test_warmup_ramps_linearly_then_follows_the_step_decay():
+    sched = train_state.lr_schedule(1e-3, 500, (0.8, 0.95), warmup_steps=20)
+    assert float(sched(0)) == pytest.approx(1e-3 / 20)
+    assert float(sched(9)) == pytest.approx(1e-3 / 2)
+    assert float(sched(19)) == pytest.approx(1e-3)
+    assert float(sched(399)) == pytest.approx(1e-3)
+    assert float(sched(400)) == pytest.approx(1e-4)
+    assert float(sched(475)) == pytest.approx(1e-5)
+
+
+def test_clipping_and_adam_options():
+    g = {'w': jnp.array([30.0, 40.0])}  # Norm 50.
+    p = {'w': jnp.array([0.0, 0.0])}
+    sgd = train_state.make_optimizer(lambda _: 1.0, momentum=0.0, weight_decay=0.0,
+                                     clip_norm=5.0)
+    u, _ = sgd.update(g, sgd.init(p), p)
+    np.testing.assert_allclose(u['w'], [-3.0, -4.0], rtol=1e-6)
+    adam = train_state.make_optimizer(lambda _: 0.1, weight_decay=0.0, name='adam')
+    u, _ = adam.update(g, adam.init(p), p)
+    np.testing.assert_allclose(u['w'], [-0.1, -0.1], rtol=1e-5)  # First Adam step: lr * sign.
+    with pytest.raises(ValueError, match='unknown optimizer'):
+        train_state.make_optimizer(lambda _: 0.1, name='lamb')
+
+
+def test_optimizer_from_config_follows_the_smoke_config():
+    from configs import dsfd_original
+
+    cfg = dsfd_original.get_config('smoke').train
+    schedule, tx = train_state.optimizer_from_config(cfg)
+    assert float(schedule(0)) == pytest.approx(cfg.lr / cfg.warmup_steps)
+    assert float(schedule(cfg.steps - 1)) == pytest.approx(cfg.lr / 100)
+    paper = dsfd_original.get_config().train
+    schedule, _ = train_state.optimizer_from_config(paper)
+    assert float(schedule(0)) == pytest.approx(2.5e-4)
+
+
 def test_preprocess_subtracts_rgb_mean():
     img = jnp.full((1, 2, 2, 3), 200, jnp.uint8)
     out = detector_step.preprocess(img)

@@ -5,23 +5,26 @@
 1. `check_inputs` fails before anything is compiled: a GAN anonymizer that does not exist yet
    (never falls back to original faces), a missing train or val folder (naming it and, for an
    anonymized set, the `launch/anonymize.py` command that creates it).
-2. Builds the mesh (`data` axis), the model, SGD + step decay, and the train state; resumes
-   from the newest checkpoint in `<workdir>/checkpoints` together with the input position.
+2. Builds the mesh (`data` axis), the model, the optimiser (`train_state.optimizer_from_config`)
+   and the train state (from scratch, or from a converted checkpoint: `config.model.init_from`);
+   resumes from the newest checkpoint in `<workdir>/checkpoints` with the input position.
 3. Trains with the jit step of `detector_step`; writes CLU summaries (loss terms, lr, grad norm,
-   images/s; the config as hparams) and reports progress. A non-finite loss stops the run
+   images/s; the config as hparams; at every evaluation the APs and a grid of val images with
+   their faces (red) and detections (green), also saved as `val_detections.png` at the end)
+   and reports progress. A non-finite loss stops the run
    with its step and the file names of its batch.
-4. Evaluates single-scale on the unaltered val split every `config.evals.every_steps` (WIDER
-   AP easy / medium / hard, official protocol, in memory) and at the end, where it also writes
-   the official prediction folder `<workdir>/predictions/<event>/<image>.txt` and
+4. Evaluates on the unaltered val split (`evaluation.detector_eval`; WIDER AP easy / medium /
+   hard, official protocol, in memory): single-scale every `config.evals.every_steps`, and at
+   the end with `config.evals.final_procedure` (paper configs: the multi-scale + flip test),
+   writing the official prediction folder `<workdir>/predictions/<event>/<image>.txt` and
    `<workdir>/results.json`.
 
-Evaluation is single-scale (letterboxed to `config.evals.image_size`), not the reference's
-multi-scale + flip + box-voting test, and runs on one process (multi-host evaluation raises).
+With several processes (`jax.distributed`) each one trains on its own shard of the train split
+and detects its own shard of val; process 0 writes the summaries, predictions and results.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -32,12 +35,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from clu import metric_writers, periodic_actions
+from jax.experimental import multihost_utils
 
 from safefakes_jax.anonymizers import base as anonymizer_base
-from safefakes_jax.data import atomic_io, detection_pipeline, wider
-from safefakes_jax.detection import postprocess
-from safefakes_jax.evaluation import wider_ap
-from safefakes_jax.models import dsfd
+from safefakes_jax.data import detection_pipeline, tfds_wider, wider
+from safefakes_jax.evaluation import detector_eval, image_grids
+from safefakes_jax.models import dsfd, torch_import
 from safefakes_jax.train import checkpoints, detector_step, train_state
 
 LOSS_KEYS = ('loc1', 'conf1', 'loc2', 'conf2', 'loss')
@@ -87,55 +90,63 @@ def check_inputs(config: ml_collections.ConfigDict) -> None:
                                 f'(root {val!r}). Create it with: {val_how}')
 
 
+def prepare_records(config: ml_collections.ConfigDict) -> None:
+    """Multi-process: process 0 prepares the TFRecords of the train and val folders first.
+
+    Processes sharing a filesystem must not write the same TFDS records at once; after the
+    barrier the others find them prepared (or, on disks of their own, prepare their own).
+    """
+    if jax.process_count() == 1:
+        return
+    if jax.process_index() == 0:
+        for root in dict.fromkeys((config.data.train_root, config.data.val_root)):
+            tfds_wider.prepare(root, config.data.tfds_dir or None)
+    multihost_utils.sync_global_devices('safefakes_jax: TFDS records prepared')
+
+
 def build_model(config: ml_collections.ConfigDict) -> dsfd.DSFD:
     """The DSFD of `config.model` (width, compute dtype)."""
     dtype = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[config.model.compute_dtype]
     return dsfd.DSFD(width=config.model.width, dtype=dtype)
 
 
+def load_init_params(path: str, params: Any, mesh) -> Any:
+    """`params` with the leaves of a converted checkpoint (`tools/convert_torch_weights.py`).
+
+    A `dsfd_vgg` conversion replaces every parameter, a `vgg16_reducedfc` one the backbone.
+
+    Raises:
+      FileNotFoundError: `path` holds no converted checkpoint.
+      ValueError: the checkpoint does not fit the model (names the parameter and `path`).
+    """
+    partial = torch_import.load_converted(path)
+    try:
+        merged = torch_import.merge_params(jax.device_get(params), partial)
+    except ValueError as e:
+        raise ValueError(f'config.model.init_from={path!r} does not fit the model of this '
+                         f'config (config.model.width?): {e}') from None
+    return jax.device_put(merged, train_state.replicated(mesh))
+
+
 def _batches(ds) -> Iterator[dict[str, np.ndarray]]:
     yield from detection_pipeline.as_numpy_batches(ds)
 
 
-def _key(filename: bytes | str) -> tuple[str, str]:
-    name = filename.decode() if isinstance(filename, bytes) else str(filename)
-    event, _, base = name.rpartition('/')
-    return event, os.path.splitext(base)[0]
+def evaluate(config, params, predict_fn, mesh, anchors, ground_truth, procedure='single',
+             model=None, grid=None):
+    """(AP dict, predictions) on the val split with a `detector_eval` procedure."""
+    if procedure == 'multiscale':
+        preds = detector_eval.predict_multiscale(config, model, params)
+    else:
+        preds = detector_eval.predict_single(config, params, predict_fn, mesh, anchors, grid)
+    return detector_eval.average_precision(preds, ground_truth), preds
 
 
-def predict_val(config: ml_collections.ConfigDict, params: Any, predict_fn, mesh,
-                anchors: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
-    """Single-scale detections on the val split: `{(event, stem): [N, 5] x y w h score}`."""
-    if jax.process_count() > 1:
-        raise NotImplementedError('evaluation runs on a single process; evaluate the saved '
-                                  'checkpoint with one process')
-    ev = config.evals
-    size = ev.image_size
-    ds = detection_pipeline.make_eval_dataset(
-        config.data.val_root, batch_size=ev.batch_size, image_size=size,
-        max_boxes=config.data.max_boxes, split='val', data_dir=config.data.tfds_dir or None,
-        letterbox=True)
-    preds = {}
-    for i, batch in enumerate(_batches(ds)):
-        if ev.max_batches and i >= ev.max_batches:
-            break
-        out = jax.device_get(predict_fn(params, detector_step.shard_batch(
-            batch, mesh, detector_step.EVAL_KEYS)))
-        for j in np.flatnonzero(batch['_mask']):
-            dets = postprocess.detections_from_outputs(
-                out['loc2'][j], out['conf2'][j], anchors, (size, size),
-                conf_thresh=ev.conf_thresh)
-            sx, sy = (float(v) for v in batch['scale'][j])
-            dets[:, :4] /= np.array([sx, sy, sx, sy])
-            preds[_key(batch['filename'][j])] = postprocess.to_wider_rows(dets)
-    return preds
-
-
-def evaluate(config, params, predict_fn, mesh, anchors, ground_truth):
-    """(AP dict, predictions) on the val split."""
-    preds = predict_val(config, params, predict_fn, mesh, anchors)
-    ap = wider_ap.evaluate(preds, ground_truth)
-    return {k: float(ap[k]) for k in wider.SETTINGS}, preds
+def _write_eval(writer, step: int, ap: dict[str, float], grid: list[np.ndarray]) -> None:
+    """AP scalars and the image grid of detections on val images (process 0's)."""
+    writer.write_scalars(step, {f'val/ap_{k}': v for k, v in ap.items()})
+    if grid:
+        writer.write_images(step, {'val/detections': image_grids.tile(grid)[None]})
 
 
 def _check_finite(window: list[tuple[int, Any, np.ndarray]]) -> list[dict[str, float]]:
@@ -163,6 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       of this process's steps); `{'stopped_at', 'history'}` when stopped early.
     """
     check_inputs(config)
+    prepare_records(config)
     os.makedirs(workdir, exist_ok=True)
     checkpoints.write_config(workdir, config)
     mesh = detector_step.make_mesh(config.mesh.num_devices or None)
@@ -173,8 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     host_batch = config.data.batch_size // jax.process_count()
     total = config.train.steps
     model = build_model(config)
-    schedule = train_state.lr_schedule(config.train.lr, total, config.train.decay_fractions)
-    tx = train_state.make_optimizer(schedule, config.train.momentum, config.train.weight_decay)
+    schedule, tx = train_state.optimizer_from_config(config.train)
     size = config.data.image_size
 
     ckpt = checkpoints.Checkpointer(workdir, config.ckpt.every_steps, config.ckpt.max_to_keep)
@@ -182,11 +193,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if restored is None:
         rng = jax.random.key(config.seed)
         state = train_state.create_train_state(model, tx, jax.random.fold_in(rng, 0), size, mesh)
+        if config.model.get('init_from'):
+            state = state.replace(params=load_init_params(config.model.init_from, state.params,
+                                                          mesh))
         position = 0
     else:
         state, position = restored
-    step_rng = jax.device_put(jax.random.fold_in(jax.random.key(config.seed), 1),
-                              train_state.replicated(mesh))
+    # Via the raw key data: device_put of a typed key onto a multi-process sharding fails.
+    step_rng = jax.random.wrap_key_data(jax.device_put(
+        jax.random.key_data(jax.random.fold_in(jax.random.key(config.seed), 1)),
+        train_state.replicated(mesh)))
     train_step = detector_step.make_train_step(
         model, schedule, mesh, image_size=size, aspect_ratio=config.model.anchor_aspect_ratio,
         match_threshold=config.model.match_threshold, pal_weight=config.model.pal_weight,
@@ -244,25 +260,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 break
             if config.evals.every_steps and step % config.evals.every_steps == 0 \
                     and step < total:
+                grid = []
                 with report.timed('eval'):
                     ap, _ = evaluate(config, state.params, predict_fn, mesh, eval_anchors,
-                                     ground_truth)
-                writer.write_scalars(step, {f'val/ap_{k}': v for k, v in ap.items()})
+                                     ground_truth, grid=grid)
+                _write_eval(writer, step, ap, grid)
         if stopped:
             return {'stopped_at': step, 'history': history}
         ckpt.maybe_save(step, state, position, force=True)
+        procedure, grid = config.evals.final_procedure, []
         with report.timed('eval'):
             ap, preds = evaluate(config, state.params, predict_fn, mesh, eval_anchors,
-                                 ground_truth)
-        writer.write_scalars(step, {f'val/ap_{k}': v for k, v in ap.items()})
-        results = {'easy': ap['easy'], 'medium': ap['medium'], 'hard': ap['hard'],
-                   'steps': step, 'training_dataset': config.data.train_root,
-                   'anonymizer': config.dataset, 'val_root': config.data.val_root,
-                   'eval_image_size': config.evals.image_size}
-        if jax.process_index() == 0:
-            wider.write_predictions(os.path.join(workdir, 'predictions'), preds)
-            atomic_io.write_text(os.path.join(workdir, 'results.json'),
-                                 json.dumps(results, indent=2) + '\n')
+                                 ground_truth, procedure, model, grid)
+        _write_eval(writer, step, ap, grid)
+        if grid and jax.process_index() == 0:
+            image_grids.save_png(os.path.join(workdir, 'val_detections.png'),
+                                 image_grids.tile(grid))
+        results = dict(ap, steps=step, training_dataset=config.data.train_root,
+                       anonymizer=config.dataset, val_root=config.data.val_root,
+                       test_procedure=procedure, eval_image_size=config.evals.image_size)
+        detector_eval.write_results(workdir, preds, results)
         return dict(results, history=history)
     finally:
         writer.flush()

@@ -1,0 +1,113 @@
+r"""Evaluates a DSFD checkpoint on a config's unaltered WIDER FACE val split (easy/medium/hard AP).
+
+The params come from the newest checkpoint of a training run (`--workdir`, what
+`launch/train.py` wrote) or from a converted PyTorch checkpoint (`--params`, what
+`tools/convert_torch_weights.py --format=dsfd_vgg` wrote). Writes `<out>/predictions/` (the
+official format) and `<out>/results.json`; `--out` defaults to `<workdir>/eval_<procedure>`.
+
+  python launch/evaluate.py --config=configs/dsfd_original.py:smoke --workdir=/tmp/dsfd_smoke
+  python launch/evaluate.py --config=configs/dsfd_original.py --params=ckpt/dsfd \
+      --procedure=multiscale --out=workdirs/dsfd_yx_eval
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:arg]).',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'A launch/train.py run folder (its newest '
+                               'checkpoint is evaluated).')
+_PARAMS = flags.DEFINE_string('params', None, 'A tools/convert_torch_weights.py output folder '
+                              '(instead of --workdir).')
+_PROCEDURE = flags.DEFINE_enum('procedure', None, ['single', 'multiscale'],
+                               'Test-time procedure (default: config.evals.final_procedure).')
+_OUT = flags.DEFINE_string('out', None, 'Output folder (default <workdir>/eval_<procedure>).')
+_MAX_IMAGES = flags.DEFINE_integer('max_images', 0, 'Multi-scale: only the first N val images '
+                                   '(a quick look; the AP is then not the split\'s).')
+
+
+def load_params(config, workdir: str | None, params_dir: str | None):
+    """(params on the config's mesh, description) from a run's newest or a converted checkpoint.
+
+    Raises:
+      FileNotFoundError: no checkpoint there.
+      ValueError: a converted checkpoint that is not a full DSFD or does not fit the config.
+    """
+    import jax
+
+    from safefakes_jax.models import torch_import
+    from safefakes_jax.train import checkpoints, detector_step, detector_trainer, train_state
+
+    mesh = detector_step.make_mesh(config.mesh.num_devices or None)
+    model = detector_trainer.build_model(config)
+    _, tx = train_state.optimizer_from_config(config.train)
+    abstract = train_state.abstract_train_state(model, tx, config.data.image_size, mesh)
+    if params_dir:
+        fmt = torch_import.load_conversion_info(params_dir).get('format')
+        if fmt != 'dsfd_vgg':
+            raise ValueError(f'{params_dir}: a {fmt!r} conversion holds no detector heads; '
+                             'evaluate a dsfd_vgg conversion or a trained --workdir')
+        params = detector_trainer.load_init_params(params_dir, abstract.params, mesh)
+        return params, f'converted {params_dir}'
+    ckpt = checkpoints.Checkpointer(workdir, every_steps=0)
+    try:
+        restored = ckpt.restore(abstract)
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise FileNotFoundError(f'{os.path.join(workdir, "checkpoints")}: no checkpoint '
+                                '(train first with launch/train.py, same --workdir)')
+    state, _ = restored
+    return state.params, f'{workdir} step {int(jax.device_get(state.step))}'
+
+
+def main(argv):
+    del argv
+    import jax
+
+    jax.config.update('jax_threefry_partitionable', True)
+    from safefakes_jax.data import wider
+    from safefakes_jax.evaluation import detector_eval
+    from safefakes_jax.train import detector_step, detector_trainer
+
+    config = _CONFIG.value
+    if bool(_WORKDIR.value) == bool(_PARAMS.value):
+        sys.exit('error: give exactly one of --workdir and --params')
+    procedure = _PROCEDURE.value or config.evals.final_procedure
+    out = _OUT.value or (os.path.join(_WORKDIR.value, f'eval_{procedure}') if _WORKDIR.value
+                         else None)
+    if out is None:
+        sys.exit('error: --out is required with --params')
+    try:
+        gt = wider.read_ground_truth(wider.ground_truth_dir(config.data.val_root))
+        params, source = load_params(config, _WORKDIR.value, _PARAMS.value)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f'error: {e}')
+    model = detector_trainer.build_model(config)
+    if procedure == 'multiscale':
+        preds = detector_eval.predict_multiscale(config, model, params, _MAX_IMAGES.value)
+    else:
+        mesh = detector_step.make_mesh(config.mesh.num_devices or None)
+        _, anchors = detector_step.shot_anchors(config.evals.image_size,
+                                                config.model.anchor_aspect_ratio)
+        preds = detector_eval.predict_single(
+            config, params, detector_step.make_predict_step(model, mesh), mesh, anchors)
+    ap = detector_eval.average_precision(preds, gt)
+    results = dict(ap, params=source, val_root=config.data.val_root, test_procedure=procedure,
+                   eval_image_size=config.evals.image_size, images=len(preds))
+    detector_eval.write_results(out, preds, results)
+    if jax.process_index() == 0:
+        print(json.dumps(results))
+        print(f'AP easy {ap["easy"]:.4f} medium {ap["medium"]:.4f} hard {ap["hard"]:.4f} '
+              f'({procedure}); wrote {os.path.join(out, "results.json")}')
+
+
+if __name__ == '__main__':
+    flags.mark_flag_as_required('config')
+    app.run(main)
