@@ -10,6 +10,7 @@ official format) and `<out>/results.json`; `--out` defaults to `<workdir>/eval_<
       --procedure=multiscale --out=workdirs/dsfd_yx_eval
 """
 
+import dataclasses
 import json
 import os
 import sys
@@ -28,8 +29,9 @@ _PARAMS = flags.DEFINE_string('params', None, 'A tools/convert_torch_weights.py 
 _PROCEDURE = flags.DEFINE_enum('procedure', None, ['single', 'multiscale'],
                                'Test-time procedure (default: config.evals.final_procedure).')
 _OUT = flags.DEFINE_string('out', None, 'Output folder (default <workdir>/eval_<procedure>).')
-_MAX_IMAGES = flags.DEFINE_integer('max_images', 0, 'Multi-scale: only the first N val images '
-                                   '(a quick look; the AP is then not the split\'s).')
+_MAX_IMAGES = flags.DEFINE_integer('max_images', 0, 'Multi-scale: only the first N val images, '
+                                   'scored against their own faces (a quick look, not the '
+                                   'split\'s AP).')
 
 
 def load_params(config, workdir: str | None, params_dir: str | None):
@@ -98,6 +100,10 @@ def main(argv):
                                                 config.model.anchor_aspect_ratio)
         preds = detector_eval.predict_single(
             config, params, detector_step.make_predict_step(model, mesh), mesh, anchors)
+    if _MAX_IMAGES.value and procedure == 'multiscale':
+        # A quick look: score the images it saw, not the whole split (their misses would count).
+        gt = dataclasses.replace(gt, images=[im for im in gt.images
+                                             if (im.event, im.stem) in preds])
     ap = detector_eval.average_precision(preds, gt)
     results = dict(ap, params=source, val_root=config.data.val_root, test_procedure=procedure,
                    eval_image_size=config.evals.image_size, images=len(preds))
