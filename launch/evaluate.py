@@ -1,9 +1,11 @@
 r"""Evaluates a DSFD checkpoint on a config's unaltered WIDER FACE val split (easy/medium/hard AP).
 
 The params come from the newest checkpoint of a training run (`--workdir`, what
-`launch/train.py` wrote) or from a converted PyTorch checkpoint (`--params`, what
+`launch/train.py` wrote; pass the run's config and overrides, which `<workdir>/config.json`
+records) or from a converted PyTorch checkpoint (`--params`, what
 `tools/convert_torch_weights.py --format=dsfd_vgg` wrote). Writes `<out>/predictions/` (the
-official format) and `<out>/results.json`; `--out` defaults to `<workdir>/eval_<procedure>`.
+official format) and `<out>/results.json`; `--out` defaults to `<workdir>/eval_<procedure>`
+(`eval_<procedure>_first<N>` with `--max_images=N`). One process.
 
   python launch/evaluate.py --config=configs/dsfd_original.py:smoke --workdir=/tmp/dsfd_smoke
   python launch/evaluate.py --config=configs/dsfd_original.py --params=ckpt/dsfd \
@@ -59,12 +61,17 @@ def load_params(config, workdir: str | None, params_dir: str | None):
         return params, f'converted {params_dir}'
     ckpt = checkpoints.Checkpointer(workdir, every_steps=0)
     try:
-        restored = ckpt.restore(abstract)
+        if ckpt.latest_step() is None:
+            raise FileNotFoundError(f'{os.path.join(workdir, "checkpoints")}: no checkpoint '
+                                    '(train first with launch/train.py, same --workdir)')
+        try:
+            restored = ckpt.restore(abstract)
+        except Exception as e:  # Orbax reports a tree or shape mismatch in several types.
+            raise ValueError(f'{workdir}: the checkpoint does not fit --config (pass the '
+                             f'config and overrides of the run, see {workdir}/config.json): '
+                             f'{type(e).__name__}: {e}') from None
     finally:
         ckpt.close()
-    if restored is None:
-        raise FileNotFoundError(f'{os.path.join(workdir, "checkpoints")}: no checkpoint '
-                                '(train first with launch/train.py, same --workdir)')
     state, _ = restored
     return state.params, f'{workdir} step {int(jax.device_get(state.step))}'
 
@@ -82,13 +89,19 @@ def main(argv):
     if bool(_WORKDIR.value) == bool(_PARAMS.value):
         sys.exit('error: give exactly one of --workdir and --params')
     procedure = _PROCEDURE.value or config.evals.final_procedure
-    out = _OUT.value or (os.path.join(_WORKDIR.value, f'eval_{procedure}') if _WORKDIR.value
-                         else None)
+    if procedure not in detector_eval.PROCEDURES:
+        sys.exit(f'error: config.evals.final_procedure={procedure!r}: not one of '
+                 f'{detector_eval.PROCEDURES}')
+    if _MAX_IMAGES.value and procedure != 'multiscale':
+        sys.exit('error: --max_images applies to --procedure=multiscale only')
+    suffix = f'_first{_MAX_IMAGES.value}' if _MAX_IMAGES.value else ''
+    out = _OUT.value or (os.path.join(_WORKDIR.value, f'eval_{procedure}{suffix}')
+                         if _WORKDIR.value else None)
     if out is None:
         sys.exit('error: --out is required with --params')
     try:
-        gt = wider.read_ground_truth(wider.ground_truth_dir(config.data.val_root))
         params, source = load_params(config, _WORKDIR.value, _PARAMS.value)
+        gt = wider.read_ground_truth(wider.ground_truth_dir(config.data.val_root))
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f'error: {e}')
     model = detector_trainer.build_model(config)
@@ -100,18 +113,19 @@ def main(argv):
                                                 config.model.anchor_aspect_ratio)
         preds = detector_eval.predict_single(
             config, params, detector_step.make_predict_step(model, mesh), mesh, anchors)
-    if _MAX_IMAGES.value and procedure == 'multiscale':
+    if _MAX_IMAGES.value:
         # A quick look: score the images it saw, not the whole split (their misses would count).
         gt = dataclasses.replace(gt, images=[im for im in gt.images
                                              if (im.event, im.stem) in preds])
     ap = detector_eval.average_precision(preds, gt)
     results = dict(ap, params=source, val_root=config.data.val_root, test_procedure=procedure,
-                   eval_image_size=config.evals.image_size, images=len(preds))
+                   images=len(preds))
+    if procedure == 'single':
+        results['eval_image_size'] = config.evals.image_size
     detector_eval.write_results(out, preds, results)
-    if jax.process_index() == 0:
-        print(json.dumps(results))
-        print(f'AP easy {ap["easy"]:.4f} medium {ap["medium"]:.4f} hard {ap["hard"]:.4f} '
-              f'({procedure}); wrote {os.path.join(out, "results.json")}')
+    print(json.dumps(results))
+    print(f'AP easy {ap["easy"]:.4f} medium {ap["medium"]:.4f} hard {ap["hard"]:.4f} '
+          f'({procedure}); wrote {os.path.join(out, "results.json")}')
 
 
 if __name__ == '__main__':

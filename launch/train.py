@@ -57,7 +57,7 @@ def main(argv):
     config = _CONFIG.value
     try:
         results = detector_trainer.train_and_evaluate(config, _WORKDIR.value)
-    except (FileNotFoundError, detector_trainer.AnonymizerUnavailableError) as e:
+    except (FileNotFoundError, ValueError, detector_trainer.AnonymizerUnavailableError) as e:
         logging.error('%s', e)
         sys.exit(f'error: {e}')
     if jax.process_index() > 0:

@@ -216,12 +216,20 @@ def test_evaluate_script_reproduces_the_runs_final_evaluation(roots, original_ru
             (workdir / 'predictions' / rel).read_text()
 
 
-def test_evaluate_script_rejects_a_missing_checkpoint(tmp_path):
+def test_evaluate_script_rejects_a_missing_checkpoint(roots, tmp_path):
     proc = subprocess.run(
         [sys.executable, 'launch/evaluate.py', '--config=configs/dsfd_original.py:smoke',
-         f'--workdir={tmp_path}'], cwd=REPO, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+         f'--workdir={tmp_path}', f'--config.data.val_root={roots}'], cwd=REPO,
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))
     assert proc.returncode != 0 and 'no checkpoint' in proc.stderr
+
+
+def test_unknown_final_procedure_fails_before_compiling(roots, tmp_path):
+    config = _config('original', roots)
+    config.evals.final_procedure = 'multi_scale'
+    with pytest.raises(ValueError, match="final_procedure='multi_scale'"):
+        detector_trainer.train_and_evaluate(config, str(tmp_path))
+    assert not os.path.exists(tmp_path / 'checkpoints')
 
 
 def test_multiscale_evaluation_covers_every_val_image(roots):

@@ -149,9 +149,16 @@ def test_optimizer_from_config_follows_the_smoke_config():
     schedule, tx = train_state.optimizer_from_config(cfg)
     assert float(schedule(0)) == pytest.approx(cfg.lr / cfg.warmup_steps)
     assert float(schedule(cfg.steps - 1)) == pytest.approx(cfg.lr / 100)
+    p = {'w': jnp.zeros(2)}
+    g = {'w': jnp.array([3e8, -4e8])}  # Like the first gradients of the un-normalised VGG.
+    u, _ = tx.update(g, tx.init(p), p)  # Adam's first step: lr(0) * sign(g).
+    np.testing.assert_allclose(u['w'], [-cfg.lr / cfg.warmup_steps, cfg.lr / cfg.warmup_steps],
+                               rtol=1e-4)
     paper = dsfd_original.get_config().train
-    schedule, _ = train_state.optimizer_from_config(paper)
+    schedule, tx = train_state.optimizer_from_config(paper)
     assert float(schedule(0)) == pytest.approx(2.5e-4)
+    u, _ = tx.update({'w': jnp.array([2.0, 0.0])}, tx.init(p), p)  # Plain SGD, no clipping.
+    np.testing.assert_allclose(u['w'], [-5e-4, 0.0], rtol=1e-5)
 
 
 def test_preprocess_subtracts_rgb_mean():

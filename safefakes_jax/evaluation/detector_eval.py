@@ -1,6 +1,7 @@
 """DSFD on the unaltered WIDER FACE val split: detections, WIDER AP, prediction folder.
 
-Two test-time procedures (`config.evals.*_procedure`):
+Two test-time procedures (`PROCEDURES`; the trainer's final one is
+`config.evals.final_procedure`):
 
 * `single`: every val image letterboxed to `config.evals.image_size`, one jit-compiled
   forward pass per global batch on the training mesh (`predict_single`); fast, used for the
@@ -10,8 +11,10 @@ Two test-time procedures (`config.evals.*_procedure`):
   the paper configs' final evaluation.
 
 Multi-process (`jax.distributed`): each process detects its own shard of the val split, and the
-predictions are gathered so that every process returns all of them (`allgather_predictions`);
-the AP is that of one process. Process 0 writes the files (`write_results`).
+predictions are gathered so that every process returns all of them (`allgather_predictions`)
+and computes the same AP over all of them. Process 0 writes the files (`write_results`).
+All processes take part in the gathers: one that fails (a corrupt val image, say) leaves the
+others waiting until jax's distributed heartbeat times out.
 """
 
 from __future__ import annotations
@@ -170,7 +173,10 @@ def predict_multiscale(config: ml_collections.ConfigDict, model: Any, params: An
     if max_images:
         names = names[:max_images]
     mine = names[jax.process_index()::jax.process_count()]
-    predict = multiscale_test.make_predict(model, jax.device_get(params))
+    # One host -> device copy of the params (replicated, so every process holds them), not one
+    # per pass.
+    local = jax.device_put(jax.device_get(params), jax.local_devices()[0])
+    predict = multiscale_test.make_predict(model, local)
     _, images_dir = wider.split_paths(config.data.val_root, 'val')
     preds = {}
     for name in tqdm.tqdm(mine, desc='multi-scale test', unit='image',

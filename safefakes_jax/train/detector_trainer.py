@@ -9,8 +9,9 @@
    and the train state (from scratch, or from a converted checkpoint: `config.model.init_from`);
    resumes from the newest checkpoint in `<workdir>/checkpoints` with the input position.
 3. Trains with the jit step of `detector_step`; writes CLU summaries (loss terms, lr, grad norm,
-   images/s; the config as hparams; at every evaluation the APs and a grid of val images with
-   their faces (red) and detections (green), also saved as `val_detections.png` at the end)
+   images/s; the config as hparams; the APs of every evaluation and, of every single-scale
+   one, a grid of val images with their faces (red) and detections (green), the last one also
+   saved as `val_detections.png`)
    and reports progress. A non-finite loss stops the run
    with its step and the file names of its batch.
 4. Evaluates on the unaltered val split (`evaluation.detector_eval`; WIDER AP easy / medium /
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -65,7 +65,11 @@ def check_inputs(config: ml_collections.ConfigDict) -> None:
       AnonymizerUnavailableError: `config.dataset` names an anonymizer that does not exist.
       FileNotFoundError: the train or val split (or the val ground truth) is missing; the
         message names the folder and how to create it.
+      ValueError: an unknown `config.evals.final_procedure`.
     """
+    if config.evals.final_procedure not in detector_eval.PROCEDURES:
+        raise ValueError(f'config.evals.final_procedure={config.evals.final_procedure!r}: '
+                         f'not one of {detector_eval.PROCEDURES}')
     method = config.dataset
     if method != 'original' and method not in anonymizer_base.names():
         raise AnonymizerUnavailableError(
@@ -128,17 +132,15 @@ def load_init_params(path: str, params: Any, mesh) -> Any:
     return jax.device_put(merged, train_state.replicated(mesh))
 
 
-def _batches(ds) -> Iterator[dict[str, np.ndarray]]:
-    yield from detection_pipeline.as_numpy_batches(ds)
-
-
 def evaluate(config, params, predict_fn, mesh, anchors, ground_truth, procedure='single',
              model=None, grid=None):
     """(AP dict, predictions) on the val split with a `detector_eval` procedure."""
     if procedure == 'multiscale':
         preds = detector_eval.predict_multiscale(config, model, params)
-    else:
+    elif procedure == 'single':
         preds = detector_eval.predict_single(config, params, predict_fn, mesh, anchors, grid)
+    else:
+        raise ValueError(f'unknown test procedure {procedure!r} ({detector_eval.PROCEDURES})')
     return detector_eval.average_precision(preds, ground_truth), preds
 
 
@@ -225,7 +227,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         data_dir=config.data.tfds_dir or None,
         anchor_sampling_prob=config.data.anchor_sampling_prob,
         shuffle_buffer=config.data.shuffle_buffer, start_position=position)
-    batches = _batches(ds)
+    batches = detection_pipeline.as_numpy_batches(ds)
     history: list[dict[str, float]] = []
     window: list = []
     t0, images = time.perf_counter(), 0
@@ -278,7 +280,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                  image_grids.tile(grid))
         results = dict(ap, steps=step, training_dataset=config.data.train_root,
                        anonymizer=config.dataset, val_root=config.data.val_root,
-                       test_procedure=procedure, eval_image_size=config.evals.image_size)
+                       test_procedure=procedure)
+        if procedure == 'single':
+            results['eval_image_size'] = config.evals.image_size
         detector_eval.write_results(workdir, preds, results)
         return dict(results, history=history)
     finally:
