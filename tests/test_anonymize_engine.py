@@ -18,6 +18,7 @@ from configs.anonymize import blur as blur_config
 from safefakes_jax.anonymizers import base, conventional, engine
 from safefakes_jax.anonymizers import manifest as mf
 from safefakes_jax.data import synthetic, wider
+from tests.folders import read_tree
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,17 +41,6 @@ def make_config(src, dst, method='blackout', **overrides):
         else:
             config[key] = value
     return config
-
-
-def tree(root):
-    """{relative path: bytes} of every file under root."""
-    out = {}
-    for folder, _, files in os.walk(root):
-        for f in files:
-            path = os.path.join(folder, f)
-            with open(path, 'rb') as fh:
-                out[os.path.relpath(path, root)] = fh.read()
-    return out
 
 
 def manifest_entries(dst):
@@ -131,13 +121,13 @@ def test_same_bytes_whatever_the_worker_count(source, tmp_path):
                anonymizer=Noise())
     engine.run(make_config(source, two, splits=('train', 'val'), workers=2), progress=False,
                anonymizer=Noise())
-    files = tree(one)
-    assert files == tree(two)
+    files = read_tree(one)
+    assert files == read_tree(two)
     assert any(f.startswith('WIDER_val/images/') for f in files)
     other_seed = tmp_path / 'seed1'
     engine.run(make_config(source, other_seed, seed=1), progress=False, anonymizer=Noise())
     name = 'WIDER_train/images/0--Parade/0_Parade_marchingband_0_0.jpg'
-    assert tree(other_seed)[name] != files[name]
+    assert read_tree(other_seed)[name] != files[name]
 
 
 @pytest.mark.parametrize('how, workers', [('interrupt', 1), ('kill', 2)])
@@ -158,13 +148,13 @@ def test_resume_after_interruption(source, tmp_path, how, workers):
     assert summary.resumed + summary.processed == 6
     if how == 'interrupt':
         assert summary.resumed == 2
-    assert tree(dst) == tree(reference)
+    assert read_tree(dst) == read_tree(reference)
     # An output edited after the fact is not trusted: redone, same bytes again.
     name = 'WIDER_train/images/0--Parade/0_Parade_marchingband_0_0.jpg'
     (dst / name).write_bytes(b'tampered')
     summary = engine.run(make_config(source, dst), progress=False)
     assert (summary.resumed, summary.processed) == (5, 1)
-    assert tree(dst) == tree(reference)
+    assert read_tree(dst) == read_tree(reference)
 
 
 def corrupt_copy(source, root):
@@ -211,7 +201,7 @@ def test_cli_reports_corrupt_images_and_drops_them(source, tmp_path):
     assert (summary.resumed, summary.processed, summary.failed) == (3, 3, [])
     reference = tmp_path / 'reference'
     engine.run(make_config(source, reference), progress=False)
-    assert tree(dst) == tree(reference)
+    assert read_tree(dst) == read_tree(reference)
     # Broken again: the earlier output of that image does not survive.
     (src / 'WIDER_train/images' / anns[2].name).write_bytes(b'')
     summary = engine.run(make_config(src, dst), progress=False)
@@ -283,7 +273,7 @@ def test_refuses_to_mix_settings(source, tmp_path):
                                jpeg_quality=90), progress=False)
     png = make_config(source, dst, 'blur', image_format='png', overwrite=True)
     engine.run(png, progress=False)
-    files = tree(dst)
+    files = read_tree(dst)
     assert not any(f.endswith('.jpg') for f in files)  # The old outputs were removed.
     foreign = tmp_path / 'foreign'  # E.g. the original dataset, given as dst by mistake.
     shutil.copytree(os.path.join(source, 'wider_face_split'), foreign / 'wider_face_split')

@@ -8,7 +8,7 @@ import pytest
 
 from safefakes_jax.data import detection_augment as aug
 from safefakes_jax.data import detection_pipeline as dp
-from safefakes_jax.data import wider
+from tests.folders import write_wider_split
 
 # Some tiny-folder images have more faces than MAX_BOXES on purpose.
 pytestmark = pytest.mark.filterwarnings('ignore:an example has .* faces > max_boxes')
@@ -22,14 +22,11 @@ def make_wider(root, n_train=9, n_val=7, seed=0):
     rng = np.random.default_rng(seed)
     out = {}
     for split, n in (('train', n_train), ('val', n_val)):
-        txt, images_dir = wider.split_paths(root, split)
-        anns = []
+        items = []
         for i in range(n):
             w, h = int(rng.integers(160, 320)), int(rng.integers(120, 240))
             name = f'{i % 3}--Event/{split}_{i}.jpg'
-            path = os.path.join(images_dir, name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            cv2.imwrite(path, rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+            image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
             k = 0 if i == 4 else int(rng.integers(1, 6))
             side = rng.integers(2, 60, k)
             boxes = np.stack([rng.integers(0, w - 60, k), rng.integers(0, h - 60, k), side,
@@ -39,9 +36,8 @@ def make_wider(root, n_train=9, n_val=7, seed=0):
             if i == 2:  # More faces than MAX_BOXES.
                 boxes = np.stack([rng.integers(0, w - 40, 20), rng.integers(0, h - 40, 20),
                                   rng.integers(10, 40, 20), rng.integers(10, 40, 20)], -1)
-            anns.append(wider.ImageAnnotation(name, boxes, np.zeros((len(boxes), 6))))
-        wider.write_bbx_gt(txt, anns)
-        out[split] = anns
+            items.append((name, image, boxes, np.zeros((len(boxes), 6))))
+        out[split] = write_wider_split(root, split, items)
     return out
 
 

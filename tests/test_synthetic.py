@@ -10,19 +10,10 @@ import scipy.io
 
 from safefakes_jax.data import synthetic, wider
 from safefakes_jax.data import synthetic_faces as sf
+from tests.folders import read_tree
 
 N_TRAIN, N_VAL = 6, 4
 KW = dict(n_train_ids=30, n_val_ids=20, progress=False)
-
-
-def _files(root) -> dict[str, bytes]:
-    out = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(folder, name)
-            with open(path, 'rb') as f:
-                out[os.path.relpath(path, root)] = f.read()
-    return out
 
 
 @pytest.fixture(scope='module')
@@ -52,7 +43,7 @@ def _annotations(root, split):
 
 def test_same_seed_same_bytes_whatever_the_workers(runs):
     dirs, _ = runs
-    a, b = _files(dirs['a']), _files(dirs['b'])
+    a, b = read_tree(dirs['a']), read_tree(dirs['b'])
     assert sorted(a) == sorted(b)
     for rel in a:
         if rel.endswith('.mat'):  # The .mat header holds a creation time; compare contents.
@@ -88,7 +79,7 @@ def test_layout_is_exactly_the_official_one(root):
             assert stem.startswith(f'{k}_{word}_') and stem.endswith('.jpg')
             img = cv2.imread(str(root / f'WIDER_{split}' / 'images' / a.name))
             assert img.shape[1] == 1024 and 600 <= img.shape[0] <= 1000
-    assert set(_files(root)) == expected
+    assert set(read_tree(root)) == expected
     info = json.loads((root / 'synthetic_info.json').read_text())
     assert info['seed'] == 0 and info['splits']['val']['images'] == N_VAL
     assert info['difficulty_rule'] == synthetic.DIFFICULTY_RULE

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from safefakes_jax.data import tfds_wider, wider
+from tests.folders import write_wider_split
 
 
 def make_wider(root, n_train=5, n_val=3, seed=0):
@@ -16,14 +17,11 @@ def make_wider(root, n_train=5, n_val=3, seed=0):
     rng = np.random.default_rng(seed)
     out = {}
     for split, n in (('train', n_train), ('val', n_val)):
-        txt, images_dir = wider.split_paths(root, split)
-        anns = []
+        items = []
         for i in range(n):
             w, h = int(rng.integers(120, 260)), int(rng.integers(90, 200))
             name = f'{i % 2}--Event/{split}_{i}.jpg'
-            path = os.path.join(images_dir, name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            cv2.imwrite(path, rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+            image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
             k = 0 if i == 1 else int(rng.integers(1, 5))
             boxes = np.stack([rng.integers(0, w - 30, k), rng.integers(0, h - 30, k),
                               rng.integers(4, 30, k), rng.integers(4, 30, k)], -1)
@@ -31,9 +29,8 @@ def make_wider(root, n_train=5, n_val=3, seed=0):
             if i == 0:  # A box past the right edge and a zero-width row: clipped / dropped.
                 boxes = np.concatenate([boxes, [[w - 10, 5, 25, 20], [3, 3, 0, 8]]])
                 attrs = np.concatenate([attrs, [[1, 0, 0, 0, 0, 1], [0, 0, 0, 1, 0, 0]]])
-            anns.append(wider.ImageAnnotation(name, boxes, attrs))
-        wider.write_bbx_gt(txt, anns)
-        out[split] = anns
+            items.append((name, image, boxes, attrs))
+        out[split] = write_wider_split(root, split, items)
     return out
 
 
