@@ -24,13 +24,13 @@ import json
 import os
 from typing import Any
 
-import cv2
 import jax
 import ml_collections
 import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
+from safefakes_jax.anonymizers import audit
 from safefakes_jax.data import atomic_io, detection_pipeline, wider
 from safefakes_jax.detection import multiscale_test, postprocess
 from safefakes_jax.evaluation import image_grids, wider_ap
@@ -139,13 +139,14 @@ def predict_single(config: ml_collections.ConfigDict, params: Any, predict_fn, m
 
 
 def read_rgb(path: str) -> np.ndarray:
-    """An image file as RGB uint8 HWC; a clear error for a missing or undecodable file."""
+    """A val image as RGB uint8 HWC (`audit.read_rgb`: EXIF orientation ignored, as the
+    ground truth and the tf.data pipelines see it); a clear error when missing or corrupt."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{path}: val image not found')
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
+    rgb = audit.read_rgb(path)
+    if rgb is None:
         raise ValueError(f'{path}: cannot decode the image (corrupt or not an image)')
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return rgb
 
 
 def val_images(root: str) -> list[str]:
