@@ -36,8 +36,8 @@ _MAX_IMAGES = flags.DEFINE_integer('max_images', 0, 'Multi-scale: only the first
                                    'split\'s AP).')
 
 
-def load_params(config, workdir: str | None, params_dir: str | None):
-    """(params on the config's mesh, description) from a run's newest or a converted checkpoint.
+def load_params(config, model, mesh, workdir: str | None, params_dir: str | None):
+    """(params on `mesh`, description) from a run's newest or a converted checkpoint.
 
     Raises:
       FileNotFoundError: no checkpoint there.
@@ -46,10 +46,8 @@ def load_params(config, workdir: str | None, params_dir: str | None):
     import jax
 
     from safefakes_jax.models import torch_import
-    from safefakes_jax.train import checkpoints, detector_step, detector_trainer, train_state
+    from safefakes_jax.train import checkpoints, detector_trainer, train_state
 
-    mesh = detector_step.make_mesh(config.mesh.num_devices or None)
-    model = detector_trainer.build_model(config)
     _, tx = train_state.optimizer_from_config(config.train)
     abstract = train_state.abstract_train_state(model, tx, config.data.image_size, mesh)
     if params_dir:
@@ -99,16 +97,16 @@ def main(argv):
                          if _WORKDIR.value else None)
     if out is None:
         sys.exit('error: --out is required with --params')
+    mesh = detector_step.make_mesh(config.mesh.num_devices or None)
+    model = detector_trainer.build_model(config)
     try:
-        params, source = load_params(config, _WORKDIR.value, _PARAMS.value)
+        params, source = load_params(config, model, mesh, _WORKDIR.value, _PARAMS.value)
         gt = wider.read_ground_truth(wider.ground_truth_dir(config.data.val_root))
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f'error: {e}')
-    model = detector_trainer.build_model(config)
     if procedure == 'multiscale':
         preds = detector_eval.predict_multiscale(config, model, params, _MAX_IMAGES.value)
     else:
-        mesh = detector_step.make_mesh(config.mesh.num_devices or None)
         _, anchors = detector_step.shot_anchors(config.evals.image_size,
                                                 config.model.anchor_aspect_ratio)
         preds = detector_eval.predict_single(

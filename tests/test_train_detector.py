@@ -23,7 +23,7 @@ from safefakes_jax.train import detector_trainer
 pytestmark = pytest.mark.usefixtures('jax_compile_cache')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONVENTIONAL = ('blur', 'blackout', 'pixelate', 'fullblur')
+CONVENTIONAL = dsfd_base.CONVENTIONAL
 
 
 @pytest.fixture(scope='module')

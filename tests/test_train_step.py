@@ -88,7 +88,7 @@ def test_metrics_and_loss_terms(one_device):
 def test_bf16_compute_traces_with_float32_params_and_metrics():
     model, schedule, tx = _setup(jnp.bfloat16)
     mesh = detector_step.make_mesh(1)
-    state = jax.eval_shape(lambda: train_state._init_shapes(model, tx, S))
+    state = train_state.abstract_train_state(model, tx, S, mesh)
     step = detector_step.make_train_step(model, schedule, mesh, image_size=S)
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in _batch(0).items()}
     new_state, metrics = jax.eval_shape(step, state, batch, jax.random.key(0))

@@ -16,6 +16,7 @@ gradient norm, and Adam (with the same coupled weight decay) instead of SGD.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -141,11 +142,7 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
     without it (7 s instead of 28 s at width 1/16). The values are as deterministic either way.
     """
 
-    def init(key: jax.Array) -> TrainState:
-        params = model.init(key, jnp.zeros((1, image_size, image_size, 3), jnp.float32))['params']
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          opt_state=tx.init(params), tx=tx)
-
+    init = functools.partial(_init, model, tx, image_size)
     with jax.threefry_partitionable(False):
         return jax.jit(init, out_shardings=replicated(mesh))(rng)
 
@@ -153,14 +150,15 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
 def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation, image_size: int,
                          mesh: Mesh) -> TrainState:
     """The shape/dtype/sharding skeleton of `create_train_state` (restore target)."""
-    shapes = jax.eval_shape(lambda: _init_shapes(model, tx, image_size))
+    shapes = jax.eval_shape(functools.partial(_init, model, tx, image_size), jax.random.key(0))
     sharding = replicated(mesh)
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
                         shapes)
 
 
-def _init_shapes(model: nn.Module, tx: optax.GradientTransformation, image_size: int):
-    params = model.init(jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)))['params']
+def _init(model: nn.Module, tx: optax.GradientTransformation, image_size: int,
+          key: jax.Array) -> TrainState:
+    params = model.init(key, jnp.zeros((1, image_size, image_size, 3), jnp.float32))['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       tx=tx)
 
