@@ -31,12 +31,14 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import scipy.io
 
-from safefakes_jax.data import atomic_io
+from safefakes_jax.data import atomic_io, root_paths
 
 ATTRIBUTE_NAMES = ('blur', 'expression', 'illumination', 'invalid', 'occlusion', 'pose')
 SETTINGS = ('easy', 'medium', 'hard')
 SPLITS = ('train', 'val')
 _LABEL_LISTS = tuple(f'{a}_label_list' for a in ATTRIBUTE_NAMES)
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
+_INT32 = (-(2**31), 2**31 - 1)
 
 
 class FormatError(ValueError):
@@ -57,11 +59,13 @@ class ImageAnnotation:
       name: path relative to the images folder, as in the txt: `event/name.jpg`.
       boxes: int32 [N, 4] `x y w h` in pixels (N may be 0).
       attributes: int32 [N, 6] in `ATTRIBUTE_NAMES` order.
+      line: the 1-based line of the name in the file it was read from (0: not read).
     """
 
     name: str
     boxes: np.ndarray
     attributes: np.ndarray
+    line: int = dataclasses.field(default=0, compare=False)
 
     def __post_init__(self):
         self.boxes = np.asarray(self.boxes, np.int32).reshape(-1, 4)
@@ -147,24 +151,57 @@ def ground_truth_dir(root: str | os.PathLike) -> str:
 # --------------------------------------------------------------------------- annotation txt
 
 
+def read_text_lines(path: str | os.PathLike) -> list[str]:
+    """The lines of a UTF-8 text file (annotation or prediction), without line ends.
+
+    Raises:
+      FormatError: the file starts with a byte-order mark, or is not valid UTF-8 (naming the
+        line of the first bad byte).
+    """
+    with open(path, 'rb') as f:
+        data = f.read()
+    if data.startswith((b'\xef\xbb\xbf', b'\xff\xfe', b'\xfe\xff')):
+        raise FormatError(path, 1, 'file starts with a byte-order mark; save it as plain UTF-8 '
+                          'without BOM')
+    try:
+        text = data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise FormatError(path, data[:e.start].count(b'\n') + 1,
+                          f'not valid UTF-8 (byte {data[e.start]:#04x} at offset {e.start})'
+                          ) from None
+    return text.splitlines()
+
+
+def _is_name(line: str) -> bool:
+    return line.strip().lower().endswith(IMAGE_SUFFIXES)
+
+
 def _parse_ints(path, lineno: int, line: str, n: int, what: str) -> list[int]:
     fields = line.split()
     if len(fields) != n:
         raise FormatError(path, lineno, f'expected {n} fields ({what}), got {len(fields)}: '
                           f'{line.strip()!r}')
     try:
-        return [int(f) for f in fields]
+        values = [int(f) for f in fields]
     except ValueError:
         raise FormatError(path, lineno, f'non-integer field in {what}: {line.strip()!r}') from None
+    if any(not _INT32[0] <= v <= _INT32[1] for v in values):
+        raise FormatError(path, lineno, f'value out of the int32 range in {what}: '
+                          f'{line.strip()!r}')
+    return values
 
 
 def read_bbx_gt(path: str | os.PathLike, images_dir: str | os.PathLike | None = None,
                 strict: bool = False, allow_negative: bool = False) -> list[ImageAnnotation]:
     """Reads `wider_face_{split}_bbx_gt.txt`.
 
+    Every image name must be a plain relative path (`root_paths.check_relative_name`: no
+    absolute path, no `..`) and appear once.
+
     Args:
       path: the annotation file.
-      images_dir: if given, every listed image must exist under it. A missing image is a
+      images_dir: if given, every listed image must exist under it, and resolve inside it
+        (no symlink out of the folder). A missing image is a
         `FileNotFoundError` naming the file and line when `strict`, otherwise it is skipped and
         the skips are reported in one warning with their count.
       strict: see `images_dir`.
@@ -174,12 +211,14 @@ def read_bbx_gt(path: str | os.PathLike, images_dir: str | os.PathLike | None = 
       One `ImageAnnotation` per image, in file order.
 
     Raises:
-      FormatError: a count that disagrees with the rows, a non-numeric field, a wrong number of
-        fields, or a negative size; the message names the file and line.
+      FormatError: a count that disagrees with the rows, a non-numeric or out-of-int32 field,
+        a wrong number of fields, a negative size, a duplicate image, a byte-order mark or
+        bytes that are not UTF-8; the message names the file and line.
+      root_paths.PathEscapeError: an unsafe name, or one resolving outside `images_dir`.
     """
-    with open(path, encoding='utf-8') as f:
-        lines = f.read().splitlines()
+    lines = read_text_lines(path)
     annotations, missing = [], []
+    seen: dict[str, int] = {}
     i, n_lines = 0, len(lines)
     while i < n_lines:
         name = lines[i].strip()
@@ -187,8 +226,13 @@ def read_bbx_gt(path: str | os.PathLike, images_dir: str | os.PathLike | None = 
         i += 1
         if not name:
             continue
-        if not name.lower().endswith(('.jpg', '.jpeg', '.png')) or len(name.split()) != 1:
+        if not _is_name(name) or len(name.split()) != 1:
             raise FormatError(path, name_line, f'expected an image path, got {name!r}')
+        root_paths.check_relative_name(name, f'{os.fspath(path)}:{name_line}')
+        if name in seen:
+            raise FormatError(path, name_line, f'{name} is listed twice (lines {seen[name]} and '
+                              f'{name_line}); merge its blocks into one')
+        seen[name] = name_line
         if i >= n_lines:
             raise FormatError(path, name_line, f'{name}: missing face count at end of file')
         (count,) = _parse_ints(path, i + 1, lines[i], 1, 'face count')
@@ -197,7 +241,7 @@ def read_bbx_gt(path: str | os.PathLike, images_dir: str | os.PathLike | None = 
         i += 1
         rows = []
         for _ in range(count):
-            if i >= n_lines or lines[i].strip().lower().endswith(('.jpg', '.jpeg', '.png')):
+            if i >= n_lines or _is_name(lines[i]):
                 raise FormatError(path, i + 1 if i < n_lines else i,
                                   f'{name}: count says {count} faces but only {len(rows)} rows '
                                   'follow')
@@ -208,18 +252,18 @@ def read_bbx_gt(path: str | os.PathLike, images_dir: str | os.PathLike | None = 
             i += 1
         if count == 0 and i < n_lines and lines[i].split() == ['0'] * 10:
             i += 1  # The dummy row of a 0-face image: consume, it is not a face.
-        if i < n_lines and lines[i].strip() and not lines[i].strip().lower().endswith(
-                ('.jpg', '.jpeg', '.png')):
+        if i < n_lines and lines[i].strip() and not _is_name(lines[i]):
             raise FormatError(path, i + 1, f'{name}: count says {count} faces but more rows '
                               f'follow: {lines[i].strip()!r}')
-        if images_dir is not None and not os.path.isfile(os.path.join(images_dir, name)):
+        if images_dir is not None and not os.path.isfile(
+                root_paths.resolve_inside(images_dir, name, f'{os.fspath(path)}:{name_line}')):
             if strict:
                 raise FileNotFoundError(f'{os.fspath(path)}:{name_line}: image {name} not found '
                                         f'under {os.fspath(images_dir)}')
             missing.append(name)
             continue
         arr = np.asarray(rows, np.int32).reshape(-1, 10)
-        annotations.append(ImageAnnotation(name, arr[:, :4], arr[:, 4:]))
+        annotations.append(ImageAnnotation(name, arr[:, :4], arr[:, 4:], name_line))
     if missing:
         warnings.warn(f'{os.fspath(path)}: skipped {len(missing)} listed images missing under '
                       f'{os.fspath(images_dir)} (first: {missing[0]})', stacklevel=2)
@@ -399,10 +443,10 @@ def read_prediction_file(path: str | os.PathLike) -> np.ndarray:
     """Reads one prediction file as float64 [N, 5] `x y w h score`.
 
     A count line that disagrees with the rows gives a warning and the rows win. A malformed
-    row or a NaN / infinite value is a `FormatError` naming the file and line.
+    row, a NaN / infinite value, a byte-order mark or non-UTF-8 bytes are a `FormatError`
+    naming the file and line.
     """
-    with open(path, encoding='utf-8') as f:
-        lines = f.read().splitlines()
+    lines = read_text_lines(path)
     if len(lines) < 2:  # Empty file or name only: no detections.
         return np.zeros((0, 5))
     try:
@@ -432,16 +476,22 @@ def read_prediction_file(path: str | os.PathLike) -> np.ndarray:
 
 
 def read_predictions(pred_dir: str | os.PathLike) -> dict[tuple[str, str], np.ndarray]:
-    """Reads every `<event>/<stem>.txt` of a prediction folder into `{(event, stem): dets}`."""
+    """Reads every `<event>/<stem>.txt` of a prediction folder into `{(event, stem): dets}`.
+
+    Raises:
+      FileNotFoundError: `pred_dir` is not a folder.
+      root_paths.PathEscapeError: an event folder or file is a symlink out of `pred_dir`.
+    """
     pred_dir = os.fspath(pred_dir)
     if not os.path.isdir(pred_dir):
         raise FileNotFoundError(f'{pred_dir}: prediction folder not found')
     out = {}
     for event in sorted(os.listdir(pred_dir)):
-        event_dir = os.path.join(pred_dir, event)
+        event_dir = root_paths.resolve_inside(pred_dir, event, pred_dir)
         if not os.path.isdir(event_dir):
             continue
         for fname in sorted(os.listdir(event_dir)):
             if fname.endswith('.txt'):
-                out[(event, fname[:-4])] = read_prediction_file(os.path.join(event_dir, fname))
+                file = root_paths.resolve_inside(pred_dir, f'{event}/{fname}', pred_dir)
+                out[(event, fname[:-4])] = read_prediction_file(file)
     return out
