@@ -81,11 +81,13 @@ def test_output_layout_and_exact_bytes(source, tmp_path):
     dst = tmp_path / 'out'
     summary = engine.run(make_config(source, dst, 'blur'), progress=False)
     assert not summary.failed and summary.processed == 6 and summary.resumed == 0
-    # Annotations, sidecar and evaluation ground truth copied unchanged; val not copied.
-    for rel in ('wider_face_split/wider_face_train_bbx_gt.txt', 'landmarks/train.jsonl',
+    # Annotations and evaluation ground truth copied unchanged; val not copied; the landmarks
+    # sidecar (the original faces' geometry) only when asked for.
+    for rel in ('wider_face_split/wider_face_train_bbx_gt.txt',
                 'eval_tools/ground_truth/wider_hard_val.mat'):
         with open(os.path.join(source, rel), 'rb') as a, open(dst / rel, 'rb') as b:
             assert a.read() == b.read(), rel
+    assert not (dst / 'landmarks').exists()
     assert not (dst / 'WIDER_val').exists() and not (dst / 'face_crops').exists()
     assert not (dst / 'wider_face_split/wider_face_val_bbx_gt.txt').exists()
     assert not (dst / mf.PARTIAL).exists()
@@ -181,7 +183,8 @@ def test_cli_reports_corrupt_images_and_drops_them(source, tmp_path):
     stale = dst / 'WIDER_train/images' / anns[2].name  # An old output must not survive.
     cmd = [sys.executable, os.path.join(REPO, 'launch/anonymize.py'),
            '--config=configs/anonymize/blackout.py:smoke', f'--config.src={src}',
-           f'--config.dst={dst}', '--config.workers=1', '--quiet']
+           f'--config.dst={dst}', '--config.workers=1', '--config.copy_landmarks=true',
+           '--quiet']
     run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1, run.stderr
     for name, status in bad.items():
@@ -297,7 +300,8 @@ def test_io_floor_is_never_a_dataset(source, tmp_path):
 
 def test_png_output_feeds_the_training_pipeline(source, tmp_path):
     dst = str(tmp_path / 'png')
-    config = make_config(source, dst, 'blur', image_format='png', splits=('train', 'val'))
+    config = make_config(source, dst, 'blur', image_format='png', splits=('train', 'val'),
+                         copy_landmarks=True)
     engine.run(config, progress=False)
     anns = wider.read_bbx_gt(*wider.split_paths(dst, 'train'), strict=True)
     assert all(a.name.endswith('.png') for a in anns)

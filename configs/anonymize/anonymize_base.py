@@ -31,4 +31,7 @@ def get_base_config(arg: str | None, method: str, **params) -> ml_collections.Co
     config.jpeg_quality = 95
     config.png_compression = 3
     config.overwrite = False  # True: replace a dst written with other settings.
+    # True: also copy landmarks/<split>.jsonl, which carries the ORIGINAL faces' geometry (68
+    # landmarks; identity labels on the synthetic set) into the anonymized copy.
+    config.copy_landmarks = False
     return config

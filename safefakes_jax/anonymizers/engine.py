@@ -8,10 +8,15 @@ writes to `config.dst`:
   wider_face_split/wider_face_<split>_bbx_gt.txt      copied unchanged, except that failed
                                                       images are dropped and, for PNG output,
                                                       names end in .png
-  landmarks/<split>.jsonl                             the sidecar, if src has one (same edits)
-  eval_tools/                                         copied if present (evaluation ground
-                                                      truth; holds no pixels)
+  eval_tools/ground_truth/*.mat                       copied if present (evaluation ground
+                                                      truth, validated; see `wider_copy`)
+  landmarks/<split>.jsonl                             only with `copy_landmarks=True` (same
+                                                      edits as the txt)
   anonymization_config.json, anonymization_manifest.jsonl     see `manifest`
+
+The landmarks sidecar holds the 68 landmarks (and the synthetic set's identity label) of every
+*original* face: biometric data. It is left out of the copy unless `copy_landmarks=True` (the
+anonymizers that need keypoints read it from `src`).
 
 Splits not anonymized are not copied (copying them raw would put original faces into a folder
 that claims to be anonymized); the DSFD configs evaluate on the original val split anyway.
@@ -19,6 +24,12 @@ Nothing else of `src` is copied (e.g. `face_crops/`, which holds original faces)
 
 Guarantees:
 
+* Untrusted input, checked before anything is written. Every image name of the annotation
+  files must be a plain relative name listed once (`wider.read_bbx_gt`), every path read or
+  written must resolve inside `src` or `dst` after symlinks are resolved
+  (`root_paths.resolve_inside`), two source images may not map to one output name (`a.jpg` and
+  `a.png` with JPEG output), an annotation file must list at least one image, and `dst` must be
+  a writable folder (`manifest.check_dst`). Each is a `ValueError` naming the file and line.
 * Fail closed. An image that does not fully decode (`cv2.imdecode` returns None for corrupt
   and for truncated files) or is missing is recorded `failed:<reason>`, never written, and
   dropped from the copy's txt; the run finishes the rest and the summary lists it. A face the
@@ -60,12 +71,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from safefakes_jax.anonymizers import base, wider_copy
+from safefakes_jax.anonymizers import base, engine_plan, wider_copy
 from safefakes_jax.anonymizers import manifest as mf
-from safefakes_jax.anonymizers.wider_copy import output_name
-from safefakes_jax.data import atomic_io, wider
-
-IMAGE_FORMATS = ('jpeg', 'png')
+from safefakes_jax.anonymizers.engine_plan import Task
+from safefakes_jax.data import atomic_io, root_paths, wider
 
 
 def image_seed(seed: int, name: str) -> list[int]:
@@ -81,18 +90,6 @@ class _Settings:
     seed: int
     method: str
     config_hash: str
-
-
-@dataclasses.dataclass
-class _Task:
-    split: str
-    name: str
-    source: str
-    output: str  # Path.
-    out_name: str
-    boxes: np.ndarray
-    keypoints: list | None
-    previous: dict | None
 
 
 @dataclasses.dataclass
@@ -188,7 +185,7 @@ def _encode(rgb: np.ndarray, settings: _Settings) -> bytes:
     return buf.tobytes()
 
 
-def _entry(task: _Task, settings: _Settings, status: str, source_sha: str | None,
+def _entry(task: Task, settings: _Settings, status: str, source_sha: str | None,
            output_sha: str | None, faces: list[str]) -> dict:
     return {'split': task.split, 'image': task.name,
             'output': task.out_name if status == 'ok' else None, 'status': status,
@@ -196,7 +193,7 @@ def _entry(task: _Task, settings: _Settings, status: str, source_sha: str | None
             'method': settings.method, 'config_hash': settings.config_hash}
 
 
-def _failed(task: _Task, settings: _Settings, reason: str, source_sha: str | None) -> dict:
+def _failed(task: Task, settings: _Settings, reason: str, source_sha: str | None) -> dict:
     try:  # A stale output of an earlier run must not survive as if anonymized.
         os.remove(task.output)
     except FileNotFoundError:
@@ -230,7 +227,7 @@ def _anonymize(anonymizer: base.Anonymizer, items: list[base.Item]) -> list[base
     return results
 
 
-def _process(tasks: Sequence[_Task]) -> list[tuple[dict, bool]]:
+def _process(tasks: Sequence[Task]) -> list[tuple[dict, bool]]:
     """Worker: anonymizes a chunk of images; returns (manifest entry, resumed) per task."""
     anonymizer, settings = _WORKER['anonymizer'], _WORKER['settings']
     out: list[tuple[dict, bool] | None] = [None] * len(tasks)
@@ -273,36 +270,7 @@ def _process(tasks: Sequence[_Task]) -> list[tuple[dict, bool]]:
 # --------------------------------------------------------------------------- driver
 
 
-def settings_of(config: Mapping[str, Any], anonymizer: base.Anonymizer) -> dict[str, Any]:
-    """The settings that determine the output bytes; `config_hash` is taken of these."""
-    fmt = config['image_format']
-    settings = {'engine_version': mf.ENGINE_VERSION,
-                'anonymizer': {'name': anonymizer.name, **anonymizer.params()},
-                'seed': int(config['seed']), 'image_format': fmt}
-    if fmt == 'jpeg':
-        settings['jpeg_quality'] = int(config['jpeg_quality'])
-    else:
-        settings['png_compression'] = int(config.get('png_compression', 3))
-    return settings
-
-
-def _check_config(config: Mapping[str, Any]) -> None:
-    if config['image_format'] not in IMAGE_FORMATS:
-        raise ValueError(f'image_format must be one of {IMAGE_FORMATS}, got '
-                         f'{config["image_format"]!r}')
-    if not 1 <= int(config['jpeg_quality']) <= 100:
-        raise ValueError(f'jpeg_quality must be in 1..100, got {config["jpeg_quality"]}')
-    if not 0 <= int(config.get('png_compression', 3)) <= 9:
-        raise ValueError(f'png_compression must be in 0..9, got {config["png_compression"]}')
-    splits = tuple(config['splits'])
-    if not splits or any(s not in wider.SPLITS for s in splits) or len(set(splits)) < len(splits):
-        raise ValueError(f'splits must be distinct names from {wider.SPLITS}, got {splits}')
-    src, dst = (os.path.realpath(os.fspath(config[k])) for k in ('src', 'dst'))
-    if os.path.commonpath([src, dst]) in (src, dst):
-        raise ValueError(f'dst {dst} must be outside src {src} (and the other way round)')
-
-
-def _execute(anonymizer: base.Anonymizer, settings: _Settings, chunks: list[list[_Task]],
+def _execute(anonymizer: base.Anonymizer, settings: _Settings, chunks: list[list[Task]],
              workers: int):
     """Yields the results of `_process` per chunk, in completion order."""
     if workers <= 1 or len(chunks) <= 1:
@@ -341,22 +309,6 @@ def _execute(anonymizer: base.Anonymizer, settings: _Settings, chunks: list[list
         ex.shutdown(wait=True, cancel_futures=True)
 
 
-def _tasks(src: str, dst: str, split: str, anonymizer: base.Anonymizer, fmt: str,
-           previous: dict) -> list[_Task]:
-    txt, images = wider.require_split(src, split)
-    annotations = wider.read_bbx_gt(txt, allow_negative=True)
-    keypoints = (wider_copy.load_keypoints(src, split, annotations)
-                 if anonymizer.needs_keypoints else [None] * len(annotations))
-    out_images = wider.split_paths(dst, split)[1]
-    tasks = []
-    for ann, kp in zip(annotations, keypoints, strict=True):
-        out_name = output_name(ann.name, fmt)
-        tasks.append(_Task(split, ann.name, os.path.join(images, ann.name),
-                           os.path.join(out_images, out_name), out_name, ann.boxes, kp,
-                           previous.get((split, ann.name))))
-    return tasks
-
-
 def run(config: Mapping[str, Any], *, progress: bool = True, io_floor: bool = False,
         anonymizer: base.Anonymizer | None = None) -> Summary:
     """Anonymizes `config.splits` of `config.src` into `config.dst` (module docstring).
@@ -364,7 +316,8 @@ def run(config: Mapping[str, Any], *, progress: bool = True, io_floor: bool = Fa
     Args:
       config: fields `anonymizer` (`name` + parameters), `src`, `dst`, `splits`, `workers`
         (0 = all cores, 1 = in this process), `seed`, `image_format` ('jpeg' | 'png'),
-        `jpeg_quality`, optional `png_compression` (0..9, default 3) and `overwrite`.
+        `jpeg_quality`, optional `png_compression` (0..9, default 3), `overwrite` and
+        `copy_landmarks` (default False).
       progress: show a tqdm bar with images/s and faces/s.
       io_floor: benchmark only: decode and re-encode without anonymizing (`config.anonymizer`
         is ignored); writes `io_floor_*` files and no annotation files.
@@ -375,14 +328,15 @@ def run(config: Mapping[str, Any], *, progress: bool = True, io_floor: bool = Fa
       A `Summary`; `summary.failed` lists the images that could not be anonymized.
 
     Raises:
-      ValueError: bad settings, or a `dst` written with other settings (see `overwrite`).
+      ValueError: bad settings or input (module docstring), or a `dst` written with other
+        settings (see `overwrite`); raised before anything is written.
       FileNotFoundError: a split missing in `src`.
       RuntimeError: a worker process died (the run can be resumed).
     """
     from tqdm import tqdm  # Only the driver needs it.
 
     start = time.perf_counter()
-    _check_config(config)
+    engine_plan.check_config(config)
     src, dst, fmt = os.fspath(config['src']), os.fspath(config['dst']), config['image_format']
     splits = tuple(config['splits'])
     if io_floor:
@@ -393,13 +347,21 @@ def run(config: Mapping[str, Any], *, progress: bool = True, io_floor: bool = Fa
         raise ValueError(f'anonymizer {anonymizer.name!r} cannot produce a dataset')
     for split in splits:
         wider.require_split(src, split)
-    settings = settings_of(config, anonymizer)
+    mf.check_dst(dst)
+    tasks = {split: engine_plan.plan_split(src, dst, split, anonymizer, fmt)
+             for split in splits}
+    ground_truth = [] if io_floor else wider_copy.ground_truth_files(src)
+    copy_landmarks = bool(config.get('copy_landmarks', False))
+    sidecars = {split: root_paths.resolve_inside(src, f'landmarks/{split}.jsonl', src)
+                for split in splits if copy_landmarks}
+    settings = engine_plan.settings_of(config, anonymizer)
     digest = mf.prepare_dst(dst, settings, bool(config.get('overwrite', False)), io_floor)
     s = _Settings(fmt, int(config['jpeg_quality']), int(config.get('png_compression', 3)),
                   int(config['seed']), anonymizer.name, digest)
     previous = mf.previous_entries(dst, io_floor)
-    tasks = {split: _tasks(src, dst, split, anonymizer, fmt, previous) for split in splits}
     flat = [t for split in splits for t in tasks[split]]
+    for task in flat:
+        task.previous = previous.get((task.split, task.name))
     workers = int(config['workers']) or (os.cpu_count() or 1)
     # One batch per task; several images per task for cheap methods in a pool (less IPC).
     size = max(int(anonymizer.batch_size), 1 if workers <= 1 else 4)
@@ -444,12 +406,12 @@ def run(config: Mapping[str, Any], *, progress: bool = True, io_floor: bool = Fa
             drop = {name for sp, name, _ in summary.failed if sp == split}
             wider_copy.copy_bbx_gt(wider.split_paths(src, split)[0],
                                    wider.split_paths(dst, split)[0], drop, fmt)
-            sidecar = os.path.join(src, 'landmarks', f'{split}.jsonl')
-            if os.path.isfile(sidecar):
-                wider_copy.copy_sidecar(sidecar, os.path.join(dst, 'landmarks', f'{split}.jsonl'),
-                                        drop, fmt)
-        if os.path.isdir(os.path.join(src, 'eval_tools')):
-            wider_copy.copy_tree(os.path.join(src, 'eval_tools'), os.path.join(dst, 'eval_tools'))
+            out_sidecar = os.path.join(dst, 'landmarks', f'{split}.jsonl')
+            if split in sidecars and os.path.isfile(sidecars[split]):
+                wider_copy.copy_sidecar(sidecars[split], out_sidecar, drop, fmt)
+            elif os.path.isfile(out_sidecar):  # An earlier run's copy, not asked for now.
+                os.remove(out_sidecar)
+        wider_copy.copy_files(src, dst, ground_truth)
     mf.write_manifest(os.path.join(dst, mf.FLOOR_MANIFEST if io_floor else mf.MANIFEST), final)
     os.remove(partial_path)
     summary.seconds = time.perf_counter() - start

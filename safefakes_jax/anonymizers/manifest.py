@@ -19,10 +19,13 @@ The benchmark's I/O floor (decode + re-encode, no anonymization) writes `io_floo
 instead and no annotation files, so its output is never a usable, let alone "anonymized",
 WIDER folder.
 
-`prepare_dst` refuses a `dst` that holds another run's output (other settings, the other kind
-of run, or a WIDER folder this engine did not write) unless `overwrite`, which first removes
-the images listed in that run's manifests, its annotation and sidecar files, manifests and
-config (other files are left alone).
+`check_dst` refuses a `dst` that is a file, a dangling symlink or on a read-only or
+unwritable place, before anything is written. `prepare_dst` refuses a `dst` that holds another
+run's output (other settings, the other kind of run, or a WIDER folder this engine did not
+write) unless `overwrite`, which first removes the images listed in that run's manifests, its
+annotation and sidecar files, manifests and config (other files are left alone). Manifests are
+input like any other: every name they list must be a safe relative name that resolves inside
+`dst`, or nothing is removed and the run stops naming the manifest and line.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from safefakes_jax.data import atomic_io, wider
+from safefakes_jax.data import atomic_io, root_paths, wider
 
 ENGINE_VERSION = 1  # Bump when the engine's output bytes change for the same settings.
 CONFIG_FILE = 'anonymization_config.json'
@@ -69,22 +72,28 @@ def entry_line(entry: Mapping[str, Any]) -> str:
     return json.dumps(entry, separators=(',', ':')) + '\n'
 
 
-def read_entries(path: str) -> list[dict]:
-    """Entries of a manifest or partial manifest; a torn last line (a crash mid-write) and
-    other unparsable lines are ignored, since every entry is re-verified before use."""
+def numbered_entries(path: str) -> list[tuple[int, dict]]:
+    """(line number, entry) of a manifest or partial manifest; a torn last line (a crash
+    mid-write) and other unparsable lines are ignored, since every entry is re-verified before
+    use. A missing file has none."""
     entries = []
     try:
-        with open(path, encoding='utf-8') as f:
-            for line in f:
+        with open(path, encoding='utf-8', errors='replace') as f:
+            for lineno, line in enumerate(f, start=1):
                 try:
                     entry = json.loads(line)
                 except json.JSONDecodeError:
                     continue
                 if isinstance(entry, dict) and {'split', 'image', 'status'} <= set(entry):
-                    entries.append(entry)
+                    entries.append((lineno, entry))
     except FileNotFoundError:
         pass
     return entries
+
+
+def read_entries(path: str) -> list[dict]:
+    """The entries of `numbered_entries(path)`."""
+    return [entry for _, entry in numbered_entries(path)]
 
 
 def previous_entries(dst: str, floor: bool = False) -> dict[tuple[str, str], dict]:
@@ -150,21 +159,67 @@ def _looks_like_wider(dst: str) -> bool:
                ('wider_face_split', 'WIDER_train', 'WIDER_val'))
 
 
-def _clear(dst: str) -> None:
-    """Removes what an earlier run (anonymization or I/O floor) wrote into `dst`."""
-    for floor in (False, True):
-        for (split, _), entry in previous_entries(dst, floor).items():
-            if entry.get('output') and split in wider.SPLITS:
-                path = os.path.join(wider.split_paths(dst, split)[1], entry['output'])
-                if os.path.isfile(path):
-                    os.remove(path)
+def metadata_files() -> list[str]:
+    """The names, relative to `dst`, of every non-image file the engine writes."""
     files = [CONFIG_FILE, MANIFEST, PARTIAL, FLOOR_CONFIG, FLOOR_MANIFEST, FLOOR_PARTIAL]
     for split in wider.SPLITS:
-        files += [os.path.relpath(wider.split_paths(dst, split)[0], dst),
-                  os.path.join('landmarks', f'{split}.jsonl')]
-    for file in files:
-        if os.path.isfile(os.path.join(dst, file)):
-            os.remove(os.path.join(dst, file))
+        files += [f'wider_face_split/wider_face_{split}_bbx_gt.txt', f'landmarks/{split}.jsonl']
+    return files
+
+
+def check_dst(dst: str) -> None:
+    """Fails before anything is written when `dst` cannot be (safely) an output folder.
+
+    Raises:
+      ValueError: `dst` is a file or a dangling symlink, or the folder it is (or would be
+        created in) is not writable (read-only file system, permissions).
+      root_paths.PathEscapeError: one of the engine's own files or folders in `dst` is a
+        symlink that leads out of it.
+    """
+    if os.path.lexists(dst) and not os.path.isdir(dst):
+        what = 'a dangling symlink' if os.path.islink(dst) and not os.path.exists(dst) else \
+            'not a folder'
+        raise ValueError(f'dst {dst} is {what}; give a folder (new or written by this engine)')
+    existing = dst
+    while not os.path.exists(existing):
+        parent = os.path.dirname(os.path.abspath(existing))
+        if parent == existing:
+            break
+        existing = parent
+    if not os.path.isdir(existing):
+        raise ValueError(f'dst {dst}: {existing} is not a folder; cannot create dst there')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f'dst {dst}: {existing} is not writable (read-only file system or '
+                         'no permission)')
+    for name in metadata_files():
+        root_paths.resolve_inside(dst, name, f'dst {dst}')
+
+
+def _outputs_to_remove(dst: str) -> list[str]:
+    """The image files an earlier run's manifests list, each checked to lie inside `dst`."""
+    paths = []
+    for floor in (False, True):
+        for name in (FLOOR_MANIFEST, FLOOR_PARTIAL) if floor else (MANIFEST, PARTIAL):
+            path = os.path.join(dst, name)
+            for lineno, entry in numbered_entries(path):
+                output, split = entry.get('output'), entry.get('split')
+                if not output or split not in wider.SPLITS:
+                    continue
+                if not isinstance(output, str):
+                    raise ValueError(f'{path}:{lineno}: output {output!r} is not a name')
+                paths.append(root_paths.resolve_inside(
+                    dst, f'WIDER_{split}/images/{output}', f'{path}:{lineno}'))
+    return paths
+
+
+def _clear(dst: str) -> None:
+    """Removes what an earlier run (anonymization or I/O floor) wrote into `dst`; every path is
+    checked before the first removal."""
+    paths = _outputs_to_remove(dst)
+    paths += [root_paths.resolve_inside(dst, name, f'dst {dst}') for name in metadata_files()]
+    for path in paths:
+        if os.path.isfile(path):
+            os.remove(path)
 
 
 def prepare_dst(dst: str, settings: dict, overwrite: bool, floor: bool) -> str:
@@ -172,7 +227,7 @@ def prepare_dst(dst: str, settings: dict, overwrite: bool, floor: bool) -> str:
 
     Args:
       dst: the output folder (created if missing).
-      settings: the run's settings (`engine.settings_of`).
+      settings: the run's settings (`engine_plan.settings_of`).
       overwrite: clear another run's output instead of refusing.
       floor: an I/O-floor benchmark run.
 

@@ -4,6 +4,12 @@ sidecar, evaluation ground truth; reading the sidecar's keypoints for the anonym
 The copy's annotation file is the source's byte for byte, except that failed images' blocks are
 dropped and, for PNG output, names end in `.png` instead of `.jpg`; the sidecar gets the same
 edits (edited lines are re-serialized compactly, as `data.synthetic` writes them).
+
+Of `eval_tools/` only the evaluation ground truth is copied: the regular files
+`eval_tools/ground_truth/*.mat` that lie inside the source folder (no symlink out of it) and
+read as MATLAB files holding only WIDER ground-truth variables (`ground_truth_files`). Nothing
+else is copied as is: a raw copy of an arbitrary folder could carry original face images (or a
+symlink's target) into a folder that claims to be anonymized.
 """
 
 from __future__ import annotations
@@ -13,8 +19,16 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.io
 
-from safefakes_jax.data import atomic_io, wider
+from safefakes_jax.data import atomic_io, root_paths, wider
+
+GROUND_TRUTH_DIR = 'eval_tools/ground_truth'
+# The variables of the official ground-truth .mat files (wider_face_val.mat, wider_*_val.mat).
+GROUND_TRUTH_VARIABLES = frozenset({
+    'event_list', 'file_list', 'face_bbx_list', 'gt_list', 'blur_label_list',
+    'expression_label_list', 'illumination_label_list', 'invalid_label_list',
+    'occlusion_label_list', 'pose_label_list'})
 
 
 def output_name(name: str, image_format: str) -> str:
@@ -32,7 +46,8 @@ def _is_name_line(line: str) -> bool:
 
 def copy_bbx_gt(src_txt: str, dst_txt: str, drop: set[str], image_format: str) -> None:
     """Copies an annotation file, dropping the blocks of `drop` and renaming for the format;
-    byte for byte when there is nothing to change."""
+    byte for byte when there is nothing to change. The caller has read it with
+    `wider.read_bbx_gt` (which rejects what this does not handle: BOM, non-UTF-8)."""
     with open(src_txt, 'rb') as f:
         raw = f.read()
     text = raw.decode('utf-8')
@@ -74,13 +89,42 @@ def copy_sidecar(src: str, dst: str, drop: set[str], image_format: str) -> None:
     atomic_io.write_text(dst, ''.join(out))
 
 
-def copy_tree(src: str, dst: str) -> None:
-    """Copies every file under `src` to `dst` (atomic per file)."""
-    for folder, _, files in os.walk(src):
-        for file in files:
-            path = os.path.join(folder, file)
-            with open(path, 'rb') as f:
-                atomic_io.write_bytes(os.path.join(dst, os.path.relpath(path, src)), f.read())
+def ground_truth_files(src: str) -> list[str]:
+    """The ground-truth files of `src` to copy, as names relative to `src` (module docstring).
+
+    Raises:
+      root_paths.PathEscapeError: a `.mat` entry that is a symlink out of `src`.
+      ValueError: a `.mat` entry that is not a regular file, not a MATLAB file, or holds
+        variables other than the WIDER ground truth's; the message names it.
+    """
+    folder = os.path.join(src, GROUND_TRUTH_DIR)
+    if not os.path.isdir(folder) or not root_paths.is_inside(folder, src):
+        return []
+    names = []
+    for file in sorted(os.listdir(folder)):
+        if not file.lower().endswith('.mat'):
+            continue
+        name = f'{GROUND_TRUTH_DIR}/{file}'
+        path = root_paths.resolve_inside(src, name, folder)
+        if not os.path.isfile(path):
+            raise ValueError(f'{path}: not a regular file; refusing to copy it')
+        try:
+            variables = {v[0] for v in scipy.io.whosmat(path)}
+        except Exception as e:  # scipy raises several types for files that are not .mat.
+            raise ValueError(f'{path}: not a MATLAB ground-truth file ({e}); refusing to copy '
+                             'it') from None
+        if not variables <= GROUND_TRUTH_VARIABLES:
+            raise ValueError(f'{path}: variables {sorted(variables - GROUND_TRUTH_VARIABLES)} '
+                             'are not WIDER ground truth; refusing to copy it')
+        names.append(name)
+    return names
+
+
+def copy_files(src: str, dst: str, names: Sequence[str]) -> None:
+    """Copies `src/<name>` to `dst/<name>` for each relative name (atomic per file)."""
+    for name in names:
+        with open(os.path.join(src, name), 'rb') as f:
+            atomic_io.write_bytes(os.path.join(dst, name), f.read())
 
 
 def load_keypoints(src: str, split: str, annotations: Sequence[wider.ImageAnnotation]
