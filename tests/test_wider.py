@@ -81,6 +81,10 @@ def test_zero_face_without_dummy_row_is_accepted(tmp_path):
     ('e--E/a.jpg\n-1\n', 2, 'negative face count'),
     ('e--E/a.jpg\n', 1, 'missing face count'),
     ('not an image\n1\n', 1, 'expected an image path'),
+    ('e--E/a.jpg\n1\n1 1 2147483648 2 0 0 0 0 0 0\n', 3, 'out of the int32 range'),
+    ('e--E/a.jpg\n0\ne--E/b.jpg\n0\ne--E/a.jpg\n0\n', 5, r'listed twice \(lines 1 and 5\)'),
+    ('e--E/a.jpg\n0\n../x.jpg\n0\n', 3, 'must be relative'),
+    ('/tmp/x.jpg\n0\n', 1, 'absolute path'),
 ])
 def test_malformed_txt_names_file_and_line(tmp_path, text, line, match):
     path = _write(tmp_path, text)
@@ -88,6 +92,36 @@ def test_malformed_txt_names_file_and_line(tmp_path, text, line, match):
         wider.read_bbx_gt(path)
     assert str(err.value).startswith(f'{path}:{line}:')
     assert err.value.line == line
+
+
+@pytest.mark.parametrize('data, line, match', [
+    (b'\xef\xbb\xbfe--E/a.jpg\n0\n', 1, 'byte-order mark'),
+    (b'e--E/a.jpg\n0\ne--E/\xff.jpg\n0\n', 3, 'not valid UTF-8'),
+])
+def test_bom_and_non_utf8_files_name_file_and_line(tmp_path, data, line, match):
+    path = tmp_path / 'gt.txt'
+    path.write_bytes(data)
+    for read in (wider.read_bbx_gt, wider.read_prediction_file):
+        with pytest.raises(wider.FormatError, match=match) as err:
+            read(path)
+        assert str(err.value).startswith(f'{path}:{line}:')
+
+
+def test_names_resolving_outside_the_images_folder_are_refused(tmp_path):
+    images = tmp_path / 'images'
+    (images / 'e--E').mkdir(parents=True)
+    (tmp_path / 'outside.jpg').write_bytes(b'x')
+    (images / 'e--E' / 'a.jpg').symlink_to(tmp_path / 'outside.jpg')
+    path = _write(tmp_path, 'e--E/a.jpg\n0\n')
+    with pytest.raises(ValueError, match=r'gt.txt:1: .*outside'):
+        wider.read_bbx_gt(path, images, strict=True)
+    # The same for prediction folders: a symlinked event folder leads out of it.
+    preds = tmp_path / 'preds'
+    preds.mkdir()
+    (tmp_path / 'elsewhere').mkdir()
+    (preds / 'e--E').symlink_to(tmp_path / 'elsewhere', target_is_directory=True)
+    with pytest.raises(ValueError, match='outside'):
+        wider.read_predictions(preds)
 
 
 def test_negative_size_allowed_on_request(tmp_path):

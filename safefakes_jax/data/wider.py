@@ -195,8 +195,8 @@ def read_bbx_gt(path: str | os.PathLike, images_dir: str | os.PathLike | None = 
                 strict: bool = False, allow_negative: bool = False) -> list[ImageAnnotation]:
     """Reads `wider_face_{split}_bbx_gt.txt`.
 
-    Every image name must be a plain relative path (`root_paths.check_relative_name`: no
-    absolute path, no `..`) and appear once.
+    Every image name must be a plain relative path (`root_paths.name_problem`: no absolute
+    path, no `..`) and appear once.
 
     Args:
       path: the annotation file.
@@ -228,7 +228,10 @@ def read_bbx_gt(path: str | os.PathLike, images_dir: str | os.PathLike | None = 
             continue
         if not _is_name(name) or len(name.split()) != 1:
             raise FormatError(path, name_line, f'expected an image path, got {name!r}')
-        root_paths.check_relative_name(name, f'{os.fspath(path)}:{name_line}')
+        problem = root_paths.name_problem(name)
+        if problem:
+            raise FormatError(path, name_line, f'{name!r}: {problem}; image names must be '
+                              'relative paths inside the images folder')
         if name in seen:
             raise FormatError(path, name_line, f'{name} is listed twice (lines {seen[name]} and '
                               f'{name_line}); merge its blocks into one')
