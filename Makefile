@@ -44,13 +44,17 @@ demo: $(STAMP) $(SYNTH)/synthetic_info.json
 		--label original --pred $(CACHE)/demo/dsfd_blur/predictions --label blur \
 		--json $(CACHE)/demo/ap_original_vs_blur.json --plot $(CACHE)/demo/pr_original_vs_blur.png
 
+# The TFDS records the tests prepare go to a fresh temporary folder, removed afterwards (not
+# into the user's cache, data/tfds_wider.py's default).
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -n 2 -q
+	@tfds=$$(mktemp -d) && SAFEFAKES_TFDS_DIR=$$tfds $(PY) -m pytest -n 2 -q; \
+		status=$$?; rm -rf "$$tfds"; exit $$status
 
 test-all: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -n 2 -q -m ''
+	@tfds=$$(mktemp -d) && SAFEFAKES_TFDS_DIR=$$tfds $(PY) -m pytest -n 2 -q -m ''; \
+		status=$$?; rm -rf "$$tfds"; exit $$status
 
 bench: $(STAMP)
 	$(PY) benchmarks/input_pipeline.py

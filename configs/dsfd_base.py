@@ -37,6 +37,10 @@ def get_base_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = arg.seed
     config.dataset = dataset
+    # A workdir whose config.json differs from this config is refused (train/checkpoints.py,
+    # `check_workdir`); True continues that run with this config and records the changed keys
+    # in <workdir>/config_changes.json. Never compared itself.
+    config.resume_with_changed_config = False
 
     config.data = ml_collections.ConfigDict()
     original = SYNTHETIC_ROOT if arg.smoke else WIDER_ROOT
@@ -45,7 +49,9 @@ def get_base_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
     # The (anonymized) training set, and the unaltered set every evaluation uses.
     config.data.train_root = original if dataset == 'original' else f'{original}_{dataset}'
     config.data.val_root = original
-    config.data.tfds_dir = ''  # '' = `<root>/../tfds_cache` (see data/tfds_wider.py).
+    # Where the TFDS records of the folders go; '' = $SAFEFAKES_TFDS_DIR, else
+    # $XDG_CACHE_HOME/safefakes_jax/tfds or ~/.cache/safefakes_jax/tfds (data/tfds_wider.py).
+    config.data.tfds_dir = ''
     config.data.image_size = 640
     config.data.max_boxes = 256
     config.data.batch_size = 4  # Global batch (paper: 4).

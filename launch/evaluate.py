@@ -7,6 +7,13 @@ records) or from a converted PyTorch checkpoint (`--params`, what
 official format) and `<out>/results.json`; `--out` defaults to `<workdir>/eval_<procedure>`
 (`eval_<procedure>_first<N>` with `--max_images=N`). One process.
 
+`--workdir` must be an existing run folder; nothing is created in it except the output folder.
+Its `config.json` is compared with `--config`: a different `model.width` or
+`model.anchor_aspect_ratio` (the network, and the anchors its outputs are decoded with) is
+refused; any other difference (except the evaluation's own `evals.*` settings) is a one-line
+warning and is listed in results.json (`config_differs_from_run`). Set-up errors print one
+line `error: ...` and exit with status 2.
+
   python launch/evaluate.py --config=configs/dsfd_original.py:smoke --workdir=/tmp/dsfd_smoke
   python launch/evaluate.py --config=configs/dsfd_original.py --params=ckpt/dsfd \
       --procedure=multiscale --out=workdirs/dsfd_yx_eval
@@ -16,6 +23,7 @@ import dataclasses
 import json
 import os
 import sys
+from typing import NoReturn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -57,7 +65,10 @@ def load_params(config, model, mesh, workdir: str | None, params_dir: str | None
                              'evaluate a dsfd_vgg conversion or a trained --workdir')
         params = detector_trainer.load_init_params(params_dir, abstract.params, mesh)
         return params, f'converted {params_dir}'
-    ckpt = checkpoints.Checkpointer(workdir, every_steps=0)
+    if not checkpoints.saved_steps(workdir):  # Checked first: the manager must create nothing.
+        raise FileNotFoundError(f'{os.path.join(workdir, "checkpoints")}: no checkpoint '
+                                '(train first with launch/train.py, same --workdir)')
+    ckpt = checkpoints.Checkpointer(workdir, every_steps=0, handle_sigterm=False, create=False)
     try:
         if ckpt.latest_step() is None:
             raise FileNotFoundError(f'{os.path.join(workdir, "checkpoints")}: no checkpoint '
@@ -74,8 +85,49 @@ def load_params(config, model, mesh, workdir: str | None, params_dir: str | None
     return state.params, f'{workdir} step {int(jax.device_get(state.step))}'
 
 
+def _fail(message: str) -> NoReturn:
+    """Set-up error: one line on stderr, exit status 2."""
+    print('error: ' + ' '.join(str(message).split()), file=sys.stderr)
+    sys.exit(2)
+
+
+def check_workdir(workdir: str, config) -> list[str]:
+    """Checks `--workdir` before anything runs; returns the keys that differ from its config.
+
+    Exits (status 2) when `workdir` does not exist or is no folder, or its `config.json`
+    differs in a key of `checkpoints.EVAL_REFUSE_KEYS`; warns (one line) about other
+    differences.
+    """
+    from safefakes_jax.train import checkpoints
+
+    if not os.path.isdir(workdir):
+        _fail(f'--workdir {workdir} does not exist or is not a folder (a launch/train.py run '
+              'folder; nothing was created)')
+    try:
+        refused, other = checkpoints.compare_for_evaluation(workdir, config)
+    except checkpoints.WorkdirConfigError as e:
+        _fail(str(e))
+    config_json = os.path.join(workdir, checkpoints.CONFIG_FILE)
+    if refused:
+        _fail(f'--config does not match the run in {config_json}: '
+              f'{checkpoints.format_differences(refused)} (run -> --config); pass the run\'s '
+              'values (its config and overrides)')
+    if other:
+        print(f'warning: --config differs from {config_json} in {len(other)} key(s) (run -> '
+              f'--config): {checkpoints.format_differences(other)}', file=sys.stderr)
+    elif not os.path.isfile(config_json):
+        print(f'warning: {config_json} not found; cannot check --config against the run',
+              file=sys.stderr)
+    return list(other)
+
+
 def main(argv):
     del argv
+    config = _CONFIG.value
+    if bool(_WORKDIR.value) == bool(_PARAMS.value):
+        _fail('give exactly one of --workdir and --params')
+    differs = check_workdir(_WORKDIR.value, config) if _WORKDIR.value else []
+
     import jax
 
     jax.config.update('jax_threefry_partitionable', True)
@@ -83,27 +135,24 @@ def main(argv):
     from safefakes_jax.evaluation import detector_eval
     from safefakes_jax.train import detector_step, detector_trainer
 
-    config = _CONFIG.value
-    if bool(_WORKDIR.value) == bool(_PARAMS.value):
-        sys.exit('error: give exactly one of --workdir and --params')
     procedure = _PROCEDURE.value or config.evals.final_procedure
     if procedure not in detector_eval.PROCEDURES:
-        sys.exit(f'error: config.evals.final_procedure={procedure!r}: not one of '
-                 f'{detector_eval.PROCEDURES}')
+        _fail(f'config.evals.final_procedure={procedure!r}: not one of '
+              f'{detector_eval.PROCEDURES}')
     if _MAX_IMAGES.value and procedure != 'multiscale':
-        sys.exit('error: --max_images applies to --procedure=multiscale only')
+        _fail('--max_images applies to --procedure=multiscale only')
     suffix = f'_first{_MAX_IMAGES.value}' if _MAX_IMAGES.value else ''
     out = _OUT.value or (os.path.join(_WORKDIR.value, f'eval_{procedure}{suffix}')
                          if _WORKDIR.value else None)
     if out is None:
-        sys.exit('error: --out is required with --params')
+        _fail('--out is required with --params')
     mesh = detector_step.make_mesh(config.mesh.num_devices or None)
     model = detector_trainer.build_model(config)
     try:
         params, source = load_params(config, model, mesh, _WORKDIR.value, _PARAMS.value)
         gt = wider.read_ground_truth(wider.ground_truth_dir(config.data.val_root))
     except (FileNotFoundError, ValueError) as e:
-        sys.exit(f'error: {e}')
+        _fail(str(e))
     if procedure == 'multiscale':
         preds = detector_eval.predict_multiscale(config, model, params, _MAX_IMAGES.value)
     else:
@@ -120,6 +169,8 @@ def main(argv):
                    images=len(preds))
     if procedure == 'single':
         results['eval_image_size'] = config.evals.image_size
+    if differs:
+        results['config_differs_from_run'] = differs
     detector_eval.write_results(out, preds, results)
     print(json.dumps(results))
     print(f'AP easy {ap["easy"]:.4f} medium {ap["medium"]:.4f} hard {ap["hard"]:.4f} '

@@ -2,6 +2,11 @@ r"""Trains DSFD on a config's (anonymized) WIDER FACE train split and evaluates 
 
 Writes to `--workdir`: checkpoints/ (resumed automatically), config.json, TensorBoard events,
 predictions/<event>/<image>.txt (official format) and results.json (easy/medium/hard AP).
+A workdir holding a run of another config (its config.json differs, or it has checkpoints but
+no config.json) is refused before anything is written, listing the differing keys;
+`--config.resume_with_changed_config=true` continues it and records the change in
+config_changes.json. Set-up errors (missing data, refused workdir, bad config) print one line
+`error: ...` and exit with status 2.
 
   python launch/train.py --config=configs/dsfd_original.py:smoke --workdir=/tmp/dsfd_smoke
   python launch/train.py --config=configs/dsfd_blur.py --workdir=workdirs/dsfd_blur \
@@ -20,7 +25,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:arg]).',
@@ -58,8 +63,9 @@ def main(argv):
     try:
         results = detector_trainer.train_and_evaluate(config, _WORKDIR.value)
     except (FileNotFoundError, ValueError, detector_trainer.AnonymizerUnavailableError) as e:
-        logging.error('%s', e)
-        sys.exit(f'error: {e}')
+        # Set-up errors (ValueError covers checkpoints.WorkdirConfigError): one line, status 2.
+        print('error: ' + ' '.join(str(e).split()), file=sys.stderr)
+        sys.exit(2)
     if jax.process_index() > 0:
         return
     if 'stopped_at' in results:

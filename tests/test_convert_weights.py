@@ -200,8 +200,8 @@ def test_pth_with_torch_and_yx_wrapper(tmp_path, monkeypatch, wrapped):
 
     class FakeTorch:
         @staticmethod
-        def load(path, map_location=None):
-            calls.append((path, map_location))
+        def load(path, **kwargs):
+            calls.append((path, kwargs))
             return loaded
 
     monkeypatch.setitem(sys.modules, 'torch', FakeTorch)
@@ -210,9 +210,47 @@ def test_pth_with_torch_and_yx_wrapper(tmp_path, monkeypatch, wrapped):
     out = tmp_path / 'out'
     assert convert_torch_weights.main(
         ['--format=dsfd_vgg', f'--src={src}', f'--out={out}', f'--width={WIDTH}']) == 0
-    assert calls == [(str(src), 'cpu')]
+    # Weights only: a .pth is a pickle, and nothing but tensors may be unpickled from it.
+    assert calls == [(str(src), {'map_location': 'cpu', 'weights_only': True})]
     assert_trees_equal(torch_import.load_converted(out),
                        dsfd.params_from_torch_state_dict(sd, width=WIDTH))
+
+
+def test_pth_that_weights_only_refuses_exits_2(tmp_path, monkeypatch, capsys):
+    """A pickle holding more than tensors (what weights_only refuses), and a torch < 1.13."""
+    import pickle
+
+    class RefusingTorch:
+        @staticmethod
+        def load(path, map_location=None, weights_only=False):
+            if weights_only:
+                raise pickle.UnpicklingError('Weights only load failed: GLOBAL os.system')
+            raise AssertionError('a full unpickle was attempted')
+
+    class OldTorch:
+        @staticmethod
+        def load(path, map_location=None):  # No weights_only argument before torch 1.13.
+            raise AssertionError('a full unpickle was attempted')
+
+    src = tmp_path / 'evil.pth'
+    src.write_bytes(b'x')
+    for fake, expected in ((RefusingTorch, 'weights_only=True) refused or failed '
+                            '(UnpicklingError: Weights only load failed'),
+                           (OldTorch, 'needs torch >= 1.13')):
+        monkeypatch.setitem(sys.modules, 'torch', fake)
+        out = tmp_path / fake.__name__
+        assert convert_torch_weights.main(
+            ['--format=dsfd_vgg', f'--src={src}', f'--out={out}']) == 2
+        err = capsys.readouterr().err
+        assert expected in err and str(src) in err
+        assert not os.path.exists(out)
+
+
+def test_help_says_weights_only(capsys):
+    with pytest.raises(SystemExit):
+        convert_torch_weights.main(['--help'])
+    assert 'weights_only=True' in capsys.readouterr().out
+    assert 'weights_only=True' in torch_import.__doc__
 
 
 def test_existing_out_refused_unless_force(tmp_path, capsys):

@@ -148,9 +148,74 @@ def test_jpeg_size_reads_the_header(tmp_path):
         tfds_wider.jpeg_size(buf.tobytes()[:len(buf) // 2], 't.jpg')
 
 
-def test_default_data_dir_is_beside_the_folder(folder, monkeypatch):
+def test_default_data_dir_is_a_user_cache_not_beside_the_dataset(folder, monkeypatch, tmp_path):
     root, _, _ = folder
+    parent = os.path.dirname(os.path.realpath(root))
     monkeypatch.delenv('SAFEFAKES_TFDS_DIR', raising=False)
-    assert tfds_wider.default_data_dir(root) == os.path.join(os.path.dirname(root), '.tfds')
-    monkeypatch.setenv('SAFEFAKES_TFDS_DIR', '/somewhere')
-    assert tfds_wider.default_data_dir(root) == '/somewhere'
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'xdg'))
+    assert tfds_wider.default_data_dir() == str(tmp_path / 'xdg' / 'safefakes_jax' / 'tfds')
+    for xdg in ('', 'relative/cache'):  # Unset or not absolute (XDG spec): ~/.cache.
+        monkeypatch.setenv('XDG_CACHE_HOME', xdg)
+        monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+        assert tfds_wider.default_data_dir() == str(tmp_path / 'home' / '.cache' /
+                                                    'safefakes_jax' / 'tfds')
+    default = os.path.realpath(os.fspath(tfds_wider.builder(root).data_dir_root))
+    assert os.path.commonpath([default, parent]) != parent  # Not beside the dataset.
+    monkeypatch.setenv('SAFEFAKES_TFDS_DIR', str(tmp_path / 'somewhere'))
+    assert tfds_wider.default_data_dir() == str(tmp_path / 'somewhere')
+    assert os.fspath(tfds_wider.builder(root).data_dir_root) == str(tmp_path / 'somewhere')
+    given = tfds_wider.builder(root, str(tmp_path / 'given')).data_dir_root
+    assert os.fspath(given) == str(tmp_path / 'given')
+
+
+def test_prepare_logs_the_location_and_warns_about_an_old_cache(tmp_path, monkeypatch, caplog):
+    root = str(tmp_path / 'wider')
+    make_wider(root, n_train=2, n_val=0)
+    (tmp_path / '.tfds').mkdir()  # What older versions wrote beside the dataset folders.
+    monkeypatch.setenv('SAFEFAKES_TFDS_DIR', str(tmp_path / 'cache'))
+    monkeypatch.setattr(tfds_wider, '_WARNED_LEFTOVERS', set())
+    with caplog.at_level('INFO'):
+        b = tfds_wider.prepare(root)
+        tfds_wider.prepare(root)  # Prepared already: no second line.
+    preparing = [r for r in caplog.records if 'Preparing the TFDS records' in r.getMessage()]
+    assert len(preparing) == 1 and str(tmp_path / 'cache') in preparing[0].getMessage()
+    old = [r for r in caplog.records if 'TFDS cache of an older version' in r.getMessage()]
+    assert len(old) == 1 and str(tmp_path / '.tfds') in old[0].getMessage()
+    assert os.fspath(b.data_dir).startswith(str(tmp_path / 'cache'))
+    assert os.listdir(tmp_path / '.tfds') == []  # Nothing is written beside the folder.
+
+
+def test_annotation_naming_a_file_outside_is_refused_before_preparing(tmp_path):
+    root = str(tmp_path / 'wider')
+    anns = make_wider(root, n_train=3, n_val=0)
+    cv2.imwrite(str(tmp_path / 'wider' / 'WIDER_train' / 'outside.jpg'),
+                np.zeros((40, 40, 3), np.uint8))
+    txt, _ = wider.split_paths(root, 'train')
+    escaped = [anns['train'][0], wider.ImageAnnotation('../outside.jpg', [[1, 1, 9, 9]],
+                                                       [[0] * 6])]
+    wider.write_bbx_gt(txt, escaped)
+    line = wider.format_bbx_gt(escaped[:1]).count('\n') + 1
+    data_dir = tmp_path / 'data_dir'
+    # wider.read_bbx_gt: a FormatError (a ValueError, like PathEscapeError) with file:line.
+    with pytest.raises(ValueError, match=rf'wider_face_train_bbx_gt.txt:{line}: .\.\./outside.jpg'):
+        tfds_wider.prepare(root, str(data_dir))
+    assert not data_dir.exists()  # Refused before TFDS created anything.
+
+
+def test_image_symlinked_out_of_the_folder_is_refused_before_preparing(tmp_path):
+    from safefakes_jax.data import root_paths
+
+    root = str(tmp_path / 'wider')
+    anns = make_wider(root, n_train=3, n_val=0)
+    secret = tmp_path / 'secret.jpg'
+    cv2.imwrite(str(secret), np.zeros((40, 40, 3), np.uint8))
+    image = os.path.join(root, 'WIDER_train', 'images', anns['train'][2].name)
+    os.remove(image)
+    os.symlink(secret, image)
+    line = wider.format_bbx_gt(anns['train'][:2]).count('\n') + 1
+    data_dir = tmp_path / 'data_dir'
+    with pytest.raises(root_paths.PathEscapeError,
+                       match=rf'bbx_gt.txt:{line}: .{anns["train"][2].name}. resolves to '
+                             r'.*secret.jpg, outside'):
+        tfds_wider.prepare(root, str(data_dir))
+    assert not data_dir.exists()  # Refused before TFDS created anything.

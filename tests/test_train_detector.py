@@ -7,6 +7,7 @@ lets the runs share their compiled steps (identical programs).
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -17,13 +18,23 @@ import pytest
 from configs import dsfd_base
 from safefakes_jax.anonymizers import engine
 from safefakes_jax.data import synthetic
-from safefakes_jax.train import detector_trainer
+from safefakes_jax.train import checkpoints, detector_trainer
+from tests.folders import read_tree
 
 # Identical programs compile once across the module's tests (see conftest).
 pytestmark = pytest.mark.usefixtures('jax_compile_cache')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONVENTIONAL = dsfd_base.CONVENTIONAL
+
+
+@pytest.fixture(scope='module', autouse=True)
+def tfds_cache(tmp_path_factory):
+    """The TFDS records of this module's folders (and its subprocesses') in a temp folder,
+    never in the user's cache (`tfds_wider.default_data_dir`)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('SAFEFAKES_TFDS_DIR', str(tmp_path_factory.mktemp('tfds_cache')))
+        yield
 
 
 @pytest.fixture(scope='module')
@@ -156,7 +167,7 @@ def test_launch_script_reports_the_missing_anonymizer(tmp_path):
         [sys.executable, 'launch/train.py', '--config=configs/dsfd_ciagan.py:smoke',
          f'--workdir={tmp_path}'], cwd=REPO, capture_output=True, text=True, timeout=120,
         env=dict(os.environ, JAX_PLATFORMS='cpu'))
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert 'ciagan anonymizer does not exist yet' in proc.stderr
 
 
@@ -205,6 +216,9 @@ def test_evaluate_script_reproduces_the_runs_final_evaluation(roots, original_ru
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = json.load(open(out / 'results.json'))
     assert saved['params'].endswith('step 2') and saved['test_procedure'] == 'single'
+    # The run's training-only overrides were not passed: a warning (and a record), no refusal.
+    assert f'warning: --config differs from {workdir / "config.json"}' in proc.stderr
+    assert 'data.shuffle_buffer' in saved['config_differs_from_run']
     for k in ('easy', 'medium', 'hard'):
         assert saved[k] == pytest.approx(results[k], abs=1e-9)
     ours = sorted(p.relative_to(out / 'predictions') for p in (out / 'predictions').rglob('*.txt'))
@@ -221,7 +235,115 @@ def test_evaluate_script_rejects_a_missing_checkpoint(roots, tmp_path):
         [sys.executable, 'launch/evaluate.py', '--config=configs/dsfd_original.py:smoke',
          f'--workdir={tmp_path}', f'--config.data.val_root={roots}'], cwd=REPO,
         capture_output=True, text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))
-    assert proc.returncode != 0 and 'no checkpoint' in proc.stderr
+    assert proc.returncode == 2 and 'no checkpoint' in proc.stderr
+    assert os.listdir(tmp_path) == []  # Orbax's manager did not create checkpoints/.
+
+
+def _copy_run(original_run, tmp_path) -> str:
+    workdir = str(tmp_path / 'run')
+    shutil.copytree(original_run[0], workdir)
+    return workdir
+
+
+def test_workdir_of_another_config_is_refused_before_anything_is_written(roots, original_run,
+                                                                         tmp_path):
+    workdir = _copy_run(original_run, tmp_path)
+    before = read_tree(workdir)
+    config = _config('original', roots)
+    config.train.lr = 2e-3
+    config.seed = 7
+    with pytest.raises(checkpoints.WorkdirConfigError) as err:
+        detector_trainer.train_and_evaluate(config, workdir)
+    msg = str(err.value)
+    assert 'another config (checkpoint at step 2)' in msg and 'differs in 2 key(s)' in msg
+    assert 'seed: 0 -> 7' in msg and 'train.lr: 0.001 -> 0.002' in msg
+    assert 'resume_with_changed_config=true' in msg and '\n' not in msg
+    assert read_tree(workdir) == before  # config.json and results.json untouched.
+    # Checkpoints without a config.json cannot be checked: refused as well.
+    os.remove(os.path.join(workdir, 'config.json'))
+    before = read_tree(workdir)
+    with pytest.raises(checkpoints.WorkdirConfigError,
+                       match=r'checkpoints \(newest step 2\) and results.json but no config.json'):
+        detector_trainer.train_and_evaluate(_config('original', roots), workdir)
+    assert read_tree(workdir) == before
+
+
+def test_check_workdir_same_config_safe_keys_and_the_switch(roots, original_run, tmp_path):
+    workdir = str(original_run[0])  # Only read.
+    config = _config('original', roots)
+    assert checkpoints.check_workdir(workdir, config) is None
+    assert checkpoints.check_workdir(str(tmp_path / 'new'), config) is None
+    config.resume_with_changed_config = True  # Never counts as a change itself.
+    assert checkpoints.check_workdir(workdir, config) is None
+    safe = _config('original', roots)
+    safe.train.log_every = 5
+    safe.data.tfds_dir = str(tmp_path / 'elsewhere')
+    entry = checkpoints.check_workdir(workdir, safe)  # Operational keys: accepted, recorded.
+    assert entry['forced'] is False and entry['step'] == 2
+    assert entry['changes'] == {'data.tfds_dir': {'old': '', 'new': str(tmp_path / 'elsewhere')},
+                                'train.log_every': {'old': 1, 'new': 5}}
+    (tmp_path / 'results_only').mkdir()
+    (tmp_path / 'results_only' / 'results.json').write_text('{}')
+    with pytest.raises(checkpoints.WorkdirConfigError, match='results.json but no config.json'):
+        checkpoints.check_workdir(str(tmp_path / 'results_only'), _config('original', roots))
+
+
+def test_resume_with_changed_config_continues_and_records_the_change(roots, original_run,
+                                                                    tmp_path):
+    workdir = _copy_run(original_run, tmp_path)
+    config = _config('original', roots)
+    config.train.lr = 2e-3
+    config.resume_with_changed_config = True
+    results = detector_trainer.train_and_evaluate(config, workdir)  # Step 2 of 2: eval only.
+    assert results['steps'] == 2 and results['history'] == []
+    changes = json.load(open(os.path.join(workdir, 'config_changes.json')))
+    assert len(changes) == 1 and changes[0]['step'] == 2 and changes[0]['forced'] is True
+    assert changes[0]['changes'] == {'train.lr': {'old': 1e-3, 'new': 2e-3}}
+    saved = json.load(open(os.path.join(workdir, 'results.json')))
+    assert saved['config_changes'] == [{'step': 2, 'keys': ['train.lr']}]
+    assert json.load(open(os.path.join(workdir, 'config.json')))['train']['lr'] == 2e-3
+
+
+def test_launch_train_refuses_another_configs_workdir_with_exit_2(roots, tmp_path):
+    other = _config('original', roots)
+    other.seed = 3
+    workdir = tmp_path / 'run'
+    workdir.mkdir()
+    checkpoints.write_config(workdir, other)
+    before = read_tree(workdir)
+    proc = subprocess.run(
+        [sys.executable, 'launch/train.py', '--config=configs/dsfd_original.py:smoke',
+         f'--workdir={workdir}', f'--config.data.original_train_root={roots}',
+         f'--config.data.train_root={roots}', f'--config.data.val_root={roots}'],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1 and 'seed: 3 -> 0' in errors[0], proc.stderr[-3000:]
+    assert 'train.steps: 2 -> 500' in errors[0]
+    assert read_tree(workdir) == before
+
+
+def test_evaluate_script_refuses_a_missing_workdir_or_another_model(roots, original_run,
+                                                                    tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS='cpu')
+    missing = tmp_path / 'nowhere'
+    proc = subprocess.run(
+        [sys.executable, 'launch/evaluate.py', '--config=configs/dsfd_original.py:smoke',
+         f'--workdir={missing}'], cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=env)
+    assert proc.returncode == 2 and f'--workdir {missing} does not exist' in proc.stderr
+    assert not missing.exists()
+    workdir = original_run[0]
+    before = sorted(os.listdir(workdir))
+    proc = subprocess.run(
+        [sys.executable, 'launch/evaluate.py', '--config=configs/dsfd_original.py:smoke',
+         f'--workdir={workdir}', f'--config.data.val_root={roots}', '--procedure=single'],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1 and 'model.width: 0.0625 -> 0.125' in errors[0], proc.stderr
+    assert sorted(os.listdir(workdir)) == before  # No eval_single/.
 
 
 def test_unknown_final_procedure_fails_before_compiling(roots, tmp_path):

@@ -301,3 +301,68 @@ def test_unknown_prediction_images_warn_with_count(tmp_path):
     wider.write_predictions(tmp_path / 'p', preds)
     with pytest.warns(UserWarning, match='2 prediction images'):
         wider_ap.evaluate(tmp_path / 'p', gt)
+
+
+def test_folder_without_any_matching_file_is_an_error(tmp_path):
+    gt = make_gt([('0--E', 'a', [[0, 0, 20, 20]]), ('1--F', 'b', [[0, 0, 30, 30]])])
+    named_after_jpg = tmp_path / 'jpg_txt'
+    (named_after_jpg / '0--E').mkdir(parents=True)
+    (named_after_jpg / '0--E' / 'a.jpg.txt').write_text('a\n1\n0 0 20 20 0.9\n')
+    with pytest.raises(wider_ap.NoMatchingPredictionsError,
+                       match=r'<pred>/<event>/<image stem>.txt.*0--E/a.jpg.txt'):
+        wider_ap.evaluate(named_after_jpg, gt)
+    flat = tmp_path / 'flat'  # No event folders.
+    flat.mkdir()
+    (flat / 'a.txt').write_text('a\n1\n0 0 20 20 0.9\n')
+    with pytest.raises(wider_ap.NoMatchingPredictionsError, match=r"0--E/a.txt; found a.txt"):
+        wider_ap.evaluate(flat, gt)
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(wider_ap.NoMatchingPredictionsError, match='found nothing'):
+        wider_ap.evaluate(tmp_path / 'empty', gt)
+    # In memory, a missing key stays "no detections" (documented): AP 0, no error.
+    assert wider_ap.evaluate({}, gt) == {s: 0.0 for s in wider.SETTINGS}
+
+
+def test_partial_folder_match_warns_with_the_count(tmp_path):
+    gt = make_gt([('0--E', 'a', [[0, 0, 20, 20]]), ('1--F', 'b', [[0, 0, 30, 30]])])
+    wider.write_predictions(tmp_path / 'p', {('0--E', 'a'): np.array([[0, 0, 20, 20, 0.9]])})
+    with pytest.warns(UserWarning, match='matched 1 of 2 ground-truth images'):
+        result = wider_ap.evaluate(tmp_path / 'p', gt)
+    assert (result.matched, result.images) == (1, 2)
+    assert result['hard'] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize('head', [b'\xef\xbb\xbf', b''])
+def test_bom_or_non_utf8_prediction_file_names_file_and_line(tmp_path, head):
+    gt = make_gt([('0--E', 'a', [[0, 0, 20, 20]])])
+    path = tmp_path / 'p' / '0--E' / 'a.txt'
+    path.parent.mkdir(parents=True)
+    # A BOM (the fast reader used to accept it), or a Latin-1 byte on line 3.
+    path.write_bytes(head + b'a\n1\n0 0 20 20 0.5\n' if head else b'a\n1\n0 0 20 20 0.5 \xe9\n')
+    expected = 'a.txt:1: file starts with a byte-order mark' if head else 'a.txt:3: not valid UTF-8'
+    with pytest.raises(wider.FormatError, match=expected):
+        wider_ap.evaluate(tmp_path / 'p', gt)
+
+
+def test_symlinks_out_of_the_prediction_folder_are_refused(tmp_path):
+    from safefakes_jax.data import root_paths
+
+    gt = make_gt([('0--E', 'a', [[0, 0, 20, 20]])])
+    outside = tmp_path / 'outside'
+    (outside / '0--E').mkdir(parents=True)
+    (outside / '0--E' / 'a.txt').write_text('a\n1\n0 0 20 20 0.9\n')
+    event_link = tmp_path / 'event_link'
+    event_link.mkdir()
+    (event_link / '0--E').symlink_to(outside / '0--E')
+    with pytest.raises(root_paths.PathEscapeError, match="'0--E' resolves to .*outside"):
+        wider_ap.evaluate(event_link, gt)
+    file_link = tmp_path / 'file_link'
+    (file_link / '0--E').mkdir(parents=True)
+    (file_link / '0--E' / 'a.txt').symlink_to(outside / '0--E' / 'a.txt')
+    with pytest.raises(root_paths.PathEscapeError, match="'0--E/a.txt' resolves to .*outside"):
+        wider_ap.evaluate(file_link, gt)
+    # A symlink that stays inside the folder is fine.
+    (file_link / '0--E' / 'a.txt').unlink()
+    (file_link / 'real.txt').write_text('a\n1\n0 0 20 20 0.9\n')
+    (file_link / '0--E' / 'a.txt').symlink_to(file_link / 'real.txt')
+    assert wider_ap.evaluate(file_link, gt)['hard'] == pytest.approx(1.0)

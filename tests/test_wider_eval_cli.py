@@ -5,6 +5,8 @@ import os
 import sys
 
 import cv2
+import numpy as np
+import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'tools'))
 
@@ -49,3 +51,70 @@ def test_cli_bad_input_exit_status(tmp_path, capsys):
     assert wider_eval.main(['--pred', str(tmp_path / 'p'), '--gt', str(tmp_path)]) == 2
     assert 'wider_face_val.mat' in capsys.readouterr().err
     assert not os.path.exists(tmp_path / 'ap.json')
+
+
+def _one_image_gt(tmp_path):
+    gt, _ = random_case(1, n_images=2)
+    write_gt(tmp_path / 'gt', gt)
+    return gt
+
+
+def test_cli_no_matching_prediction_file_exits_2_naming_the_layout(tmp_path, capsys):
+    gt = _one_image_gt(tmp_path)
+    im = gt.images[0]
+    jpg_txt = tmp_path / 'jpg_txt' / im.event / f'{im.stem}.jpg.txt'
+    jpg_txt.parent.mkdir(parents=True)
+    jpg_txt.write_text(f'{im.stem}\n1\n0 0 20 20 0.9\n')
+    flat = tmp_path / 'flat' / f'{im.stem}.txt'
+    flat.parent.mkdir()
+    flat.write_text(f'{im.stem}\n1\n0 0 20 20 0.9\n')
+    for pred, found in ((jpg_txt.parents[1], f'{im.event}/{im.stem}.jpg.txt'),
+                        (flat.parent, f'found {im.stem}.txt')):
+        assert wider_eval.main(['--pred', str(pred), '--gt', str(tmp_path / 'gt'),
+                                '--json', str(tmp_path / 'ap.json')]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith('error: ') and err.count('\n') == 1, err
+        assert '<pred>/<event>/<image stem>.txt' in err and found in err
+    assert not os.path.exists(tmp_path / 'ap.json')
+
+
+def test_cli_partial_match_is_a_warning_with_the_count(tmp_path, capsys):
+    gt = _one_image_gt(tmp_path)
+    im = gt.images[0]
+    wider.write_predictions(tmp_path / 'p', {(im.event, im.stem): np.zeros((0, 5))})
+    assert wider_eval.main(['--pred', str(tmp_path / 'p'), '--gt', str(tmp_path / 'gt')]) == 0
+    out, err = capsys.readouterr()
+    assert 'warning: p: ' in err and 'matched 1 of 2 ground-truth images' in err
+    assert 'easy' in out
+
+
+@pytest.mark.parametrize('content, where', [
+    (b'\xef\xbb\xbfx\n1\n0 0 20 20 0.5\n', ':1: file starts with a byte-order mark'),
+    (b'x\n1\n0 0 20 20 0.5\n\xff\n', ':4: not valid UTF-8'),
+])
+def test_cli_bom_or_non_utf8_file_exits_2_with_file_and_line(tmp_path, capsys, content, where):
+    gt = _one_image_gt(tmp_path)
+    im = gt.images[0]
+    bad = tmp_path / 'p' / im.event / f'{im.stem}.txt'
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(content)
+    assert wider_eval.main(['--pred', str(tmp_path / 'p'), '--gt', str(tmp_path / 'gt')]) == 2
+    err = capsys.readouterr().err
+    assert f'error: {bad}{where}' in err and err.count('\n') == 1, err
+
+
+def test_cli_symlink_out_of_the_prediction_folder_exits_2(tmp_path, capsys):
+    gt = _one_image_gt(tmp_path)
+    im = gt.images[0]
+    outside = tmp_path / 'outside' / im.event
+    outside.mkdir(parents=True)
+    (outside / f'{im.stem}.txt').write_text(f'{im.stem}\n0\n')
+    (tmp_path / 'event_link').mkdir()
+    (tmp_path / 'event_link' / im.event).symlink_to(outside)
+    (tmp_path / 'file_link' / im.event).mkdir(parents=True)
+    (tmp_path / 'file_link' / im.event / f'{im.stem}.txt').symlink_to(outside / f'{im.stem}.txt')
+    for pred in ('event_link', 'file_link'):
+        assert wider_eval.main(['--pred', str(tmp_path / pred), '--gt',
+                                str(tmp_path / 'gt')]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith('error: ') and 'outside' in err and 'symlink' in err, err

@@ -14,7 +14,10 @@ Formats (`../shared/reference/dsfd.md` §10-11):
                    bgr: the first conv's input channels are reversed so that our RGB input
                    (minus R 123, G 117, B 104) gives the outputs of the Caffe BGR input.
 
-`.pth` needs PyTorch; without it, convert to .npz elsewhere with
+`.pth` needs PyTorch (>= 1.13) and is read with `torch.load(..., weights_only=True)`: only
+tensors and plain containers are unpickled (a pickle can otherwise run code), which is all a
+state dict holds; a file that needs more is refused. Without PyTorch, convert to .npz elsewhere
+with
   numpy.savez(path, **{k: v.numpy() for k, v in sd.items()})
 `--out` gets `checkpoint/` (orbax, {'params': ...}) and `conversion.json`; it is written
 atomically and an existing non-empty `--out` is refused unless `--force`. Restore with
@@ -44,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--format', required=True, choices=torch_import.FORMATS,
                         help='layout of the source state dict')
-    parser.add_argument('--src', required=True, help='.pth / .pt (needs torch) or .npz file')
+    parser.add_argument('--src', required=True,
+                        help='.pth / .pt (needs torch >= 1.13; read with weights_only=True: '
+                             'a plain state dict, nothing else is unpickled) or .npz file')
     parser.add_argument('--out', required=True, help='output checkpoint folder')
     parser.add_argument('--width', type=float, default=1.0,
                         help='channel multiplier of the target DSFD (1.0 = the paper model)')

@@ -10,7 +10,14 @@
 WIDER-layout root that has `eval_tools/ground_truth`). Several `--pred` (each with its
 `--label`) are evaluated against one ground truth and overlaid in the `--plot` figure.
 `--json` writes `{"easy": .., "medium": .., "hard": ..}` for one `--pred`, and
-`{label: {...}}` for several. Exit status 2 on bad input.
+`{label: {...}}` for several.
+
+Exit status 2 on bad input, with one line `error: ...`: a malformed prediction file (also one
+with a byte-order mark or bytes that are not UTF-8; the message names the file and line), an
+event folder or file that is a symlink out of its `--pred` folder, or a `--pred` folder in
+which no file matches a ground-truth image (the layout is `<pred>/<event>/<image stem>.txt`;
+the message shows what was found instead). A folder matching only some images is evaluated
+(the others count as images without detections) with a warning `matched N of M`.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -49,13 +57,19 @@ def main(argv: list[str] | None = None) -> int:
         results = {}
         for label, pred in zip(labels, args.pred, strict=True):
             start = time.perf_counter()
-            results[label] = wider_ap.evaluate(pred, gt, iou_thresh=args.iou)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter('always')
+                results[label] = wider_ap.evaluate(pred, gt, iou_thresh=args.iou)
             seconds = time.perf_counter() - start
+            for w in caught:  # One line each (partial match, unknown images, bad counts).
+                print(f'warning: {label}: {w.message}', file=sys.stderr)
             r = results[label]
             print(f'{label}: easy {r["easy"]:.4f}  medium {r["medium"]:.4f}  '
                   f'hard {r["hard"]:.4f}  ({seconds:.2f} s)')
-    except (OSError, ValueError) as e:  # FormatError is a ValueError; both name the file.
-        print(f'error: {e}', file=sys.stderr)
+    except (OSError, ValueError) as e:
+        # FormatError, PathEscapeError (ValueErrors) and NoMatchingPredictionsError (an
+        # OSError) name the file: one line, status 2.
+        print('error: ' + ' '.join(str(e).split()), file=sys.stderr)
         return 2
     if args.json:
         payload = ({s: results[labels[0]][s] for s in wider.SETTINGS} if len(labels) == 1 else

@@ -21,17 +21,26 @@ Features of one example:
 
 Splits: 'train' and 'validation' (read from the `val` files), each only when its annotation file
 exists and lists at least one image. A listed image missing on disk is an error naming the
-file and line (both splits).
+file and line (both splits). So is an image name that is not a plain relative path (`..`, an
+absolute path) or that resolves outside `WIDER_<split>/images` (a symlink out of the folder):
+`prepare` reads and checks both annotation files before TFDS writes anything.
 
 Different folders never collide in one TFDS data_dir: the builder config name is
 `<folder name>_<hash>` where the hash covers the folder's resolved path, its annotation files
 and the size and mtime of every listed image. An edited folder (new annotations, rewritten
 images) therefore gets a new config and is prepared again; old configs stay until deleted.
 
-Default data_dir, first that applies: the `data_dir` argument, `$SAFEFAKES_TFDS_DIR`,
-`ROOT/../.tfds` (beside the source folder, so a dataset and its TFRecords live and are
-deleted together) when that parent folder is writable, else TFDS's default
-(`$TFDS_DATA_DIR` or `~/tensorflow_datasets`).
+Where the records go (the TFDS data_dir), first that applies:
+
+1. the `data_dir` argument (the trainers pass `config.data.tfds_dir` when it is not empty);
+2. `$SAFEFAKES_TFDS_DIR`;
+3. `$XDG_CACHE_HOME/safefakes_jax/tfds` (when `$XDG_CACHE_HOME` is an absolute path);
+4. `~/.cache/safefakes_jax/tfds`.
+
+Never beside or inside the dataset folders: the records hold a copy of every image of a
+folder, so a cache next to an anonymized copy (older versions used `ROOT/../.tfds`) would hand
+out the original images to anyone given the parent folder. `prepare` logs the location (one
+info line per folder it prepares) and warns once about such a leftover `ROOT/../.tfds`.
 """
 
 from __future__ import annotations
@@ -47,8 +56,9 @@ import numpy as np
 import PIL.Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging as absl_logging
 
-from safefakes_jax.data import wider
+from safefakes_jax.data import root_paths, wider
 
 # Split names of the builder -> file names of the WIDER layout.
 SPLIT_FILES = {'train': 'train', 'validation': 'val'}
@@ -171,27 +181,45 @@ class WiderFaceLocal(tfds.core.GeneratorBasedBuilder):
             homepage='http://shuoyang1213.me/WIDERFACE/',
         )
 
-    def _split_generators(self, dl_manager):
-        del dl_manager  # Nothing to download: the data is the local folder.
+    def read_annotations(self) -> dict[str, tuple[list[wider.ImageAnnotation], str]]:
+        """`{split: (annotations, images folder)}` of the non-empty splits, read and checked once.
+
+        Raises:
+          wider.FormatError: a malformed annotation file (naming the file and line).
+          root_paths.PathEscapeError: an image name that is not a plain relative path, or one
+            resolving outside its images folder (naming the file and line).
+          FileNotFoundError: a listed image is missing, or no split lists any image.
+        """
+        cached = getattr(self, '_annotations', None)
+        if cached is not None:
+            return cached
         splits = {}
         for split, files in SPLIT_FILES.items():
             txt, images_dir = wider.split_paths(self.builder_config.root, files)
             if not os.path.isfile(txt):
                 continue
             # strict: a listed image missing on disk is an error naming it (a training set
-            # silently short of images would bias every experiment built on it).
+            # silently short of images would bias every experiment built on it); names that
+            # leave images_dir are refused (wider.read_bbx_gt).
             # allow_negative: the real val split has a w = -2 row; _faces drops such rows.
             annotations = wider.read_bbx_gt(txt, images_dir, strict=True, allow_negative=True)
             if annotations:  # TFDS cannot write an empty split.
-                splits[split] = self._generate_examples(annotations, images_dir)
+                splits[split] = (annotations, images_dir)
         if not splits:
             raise FileNotFoundError(f'{self.builder_config.root}: no non-empty '
                                     'wider_face_split/wider_face_{train,val}_bbx_gt.txt found')
+        self._annotations = splits
         return splits
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # Nothing to download: the data is the local folder.
+        return {split: self._generate_examples(annotations, images_dir)
+                for split, (annotations, images_dir) in self.read_annotations().items()}
 
     def _generate_examples(self, annotations: list[wider.ImageAnnotation], images_dir: str):
         for ann in annotations:
-            path = os.path.join(images_dir, ann.name)
+            # Checked again at the read: the folder may have changed since it was listed.
+            path = root_paths.resolve_inside(images_dir, ann.name, f'image {ann.name}')
             with open(path, 'rb') as f:
                 data = f.read()
             width, height, fmt = image_size(data, path)
@@ -222,6 +250,9 @@ def fingerprint(root: str | os.PathLike) -> str:
         for line in text.decode('utf-8', 'replace').splitlines():
             name = line.strip()
             if name.lower().endswith(('.jpg', '.jpeg', '.png')):
+                if root_paths.name_problem(name):  # Refused at preparation; never stat'ed.
+                    digest.update(f'{name}:unsafe'.encode())
+                    continue
                 try:
                     st = os.stat(os.path.join(images_dir, name))
                     digest.update(f'{name}:{st.st_size}:{st.st_mtime_ns}'.encode())
@@ -237,15 +268,30 @@ def config_name(root: str | os.PathLike) -> str:
     return f'{base}_{fingerprint(root)[:16]}'
 
 
-def default_data_dir(root: str | os.PathLike) -> str | None:
-    """The data_dir used when none is given (see the module docstring); None = TFDS default."""
+def default_data_dir() -> str:
+    """The data_dir used when none is given: rules 2-4 of the module docstring."""
     env = os.environ.get('SAFEFAKES_TFDS_DIR')
     if env:
-        return env
-    parent = os.path.dirname(os.path.realpath(os.fspath(root)))
-    if os.access(parent, os.W_OK):
-        return os.path.join(parent, '.tfds')
-    return None
+        return os.path.abspath(os.path.expanduser(env))
+    xdg = os.environ.get('XDG_CACHE_HOME', '')
+    cache = xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser('~'), '.cache')
+    return os.path.join(cache, 'safefakes_jax', 'tfds')
+
+
+_WARNED_LEFTOVERS: set[str] = set()
+
+
+def _warn_leftover_cache(root: str, data_dir: str) -> None:
+    """Warns once per process about a `ROOT/../.tfds` of older versions (module docstring)."""
+    old = os.path.join(os.path.dirname(root), '.tfds')
+    if old in _WARNED_LEFTOVERS or not os.path.isdir(old):
+        return
+    _WARNED_LEFTOVERS.add(old)
+    if os.path.realpath(old) != os.path.realpath(data_dir):
+        absl_logging.warning(
+            'Found %s, a TFDS cache of an older version beside the dataset folders: it holds a '
+            'copy of the images of every folder prepared there (originals included). Delete '
+            'it unless you use it; records now go to %s.', old, data_dir)
 
 
 def builder(root: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> WiderFaceLocal:
@@ -253,22 +299,32 @@ def builder(root: str | os.PathLike, data_dir: str | os.PathLike | None = None) 
 
     Args:
       root: the WIDER-layout folder.
-      data_dir: where TFDS stores the prepared records (default: `default_data_dir(root)`).
+      data_dir: where TFDS stores the prepared records (default: `default_data_dir()`).
     """
     root = os.path.realpath(os.fspath(root))
     if not os.path.isdir(root):
         raise FileNotFoundError(f'{root}: WIDER-layout folder not found')
     config = WiderConfig(name=config_name(root), version=WiderFaceLocal.VERSION, root=root,
                          description=f'WIDER-layout folder {root}')
-    data_dir = default_data_dir(root) if data_dir is None else os.fspath(data_dir)
+    data_dir = default_data_dir() if not data_dir else os.fspath(data_dir)
     return WiderFaceLocal(config=config, data_dir=data_dir)
 
 
 def prepare(root: str | os.PathLike, data_dir: str | os.PathLike | None = None
             ) -> WiderFaceLocal:
-    """`builder(root, data_dir)`, prepared (written once, offline) and ready to read."""
+    """`builder(root, data_dir)`, prepared (written once, offline) and ready to read.
+
+    Before TFDS writes anything, both annotation files are read and checked
+    (`WiderFaceLocal.read_annotations`): a malformed file, a missing image or an image name
+    leaving its folder is an error naming the file and line, and nothing is prepared.
+    """
     b = builder(root, data_dir)
+    _warn_leftover_cache(b.builder_config.root, os.fspath(b.data_dir_root))
     if not b.is_prepared():
+        b.read_annotations()
+        absl_logging.info('Preparing the TFDS records of %s in %s (set $SAFEFAKES_TFDS_DIR or '
+                          'config.data.tfds_dir to put them elsewhere).',
+                          b.builder_config.root, b.data_dir)
         b.download_and_prepare(download_config=tfds.download.DownloadConfig(
             try_download_gcs=False))
     return b

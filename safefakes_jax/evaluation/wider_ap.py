@@ -6,6 +6,11 @@ Follows `eval_tools` of WIDER FACE (`wider_eval.m`, `read_pred.m`, `norm_score.m
 
 1. Predictions are read for every (event, image) of the ground truth; a missing file means no
    detections (its faces still count). Rows are sorted by score, descending, stably.
+   A prediction *folder* in which no file matches any ground-truth image is an error
+   (`NoMatchingPredictionsError`, naming the expected `<pred>/<event>/<image stem>.txt` and
+   what was found), not AP 0: it is a wrong layout (e.g. `name.jpg.txt`, no event folders).
+   A folder matching only some images gives a warning `matched N of M images`. In-memory
+   mappings keep the plain rule: a missing key is an image without detections.
 2. Scores are normalised with one global min and max (initialised, like MATLAB, to
    realmax / realmin of single precision).
 3. Per image and setting, each detection in score order takes the ground-truth box of maximum
@@ -27,10 +32,12 @@ Documented deviations (no effect on any MATLAB-defined result):
   NaN scores that no threshold selects, i.e. AP 0).
 * A setting without a single kept face gets AP NaN with a warning (MATLAB divides by 0).
 
-Prediction-file errors: a malformed row or a NaN / infinite value is a `wider.FormatError`
-naming the file and line; a count line that disagrees with the rows is a warning, and the rows
-win. Predictions for an (event, image) not in the ground truth are ignored with one warning
-giving their count.
+Prediction-file errors: a malformed row, a NaN / infinite value, a byte-order mark or bytes
+that are not UTF-8 are a `wider.FormatError` naming the file and line; a count line that
+disagrees with the rows is a warning, and the rows win. Predictions for an (event, image) not
+in the ground truth are ignored with one warning giving their count. An event folder or file
+that is a symlink resolving outside the prediction folder is a `root_paths.PathEscapeError`
+(nothing outside the folder is read).
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from safefakes_jax.data import wider
+from safefakes_jax.data import root_paths, wider
 
 SETTINGS = wider.SETTINGS
 _REALMIN_SINGLE = float(np.finfo(np.float32).tiny)
@@ -72,11 +79,23 @@ class PRCurve:
 
 
 class APResult(dict):
-    """`{'easy': ap, 'medium': ap, 'hard': ap}` with the PR curves in `.curves`."""
+    """`{'easy': ap, 'medium': ap, 'hard': ap}` with the PR curves in `.curves`.
 
-    def __init__(self, curves: dict[str, PRCurve]):
+    Attributes:
+      curves: setting -> `PRCurve`.
+      matched: ground-truth images that had predictions (a file, or a key of the mapping).
+      images: ground-truth images.
+    """
+
+    def __init__(self, curves: dict[str, PRCurve], matched: int = 0, images: int = 0):
         super().__init__({s: c.ap for s, c in curves.items()})
         self.curves = curves
+        self.matched = matched
+        self.images = images
+
+
+class NoMatchingPredictionsError(FileNotFoundError):
+    """A prediction folder in which no file matches a ground-truth image (a wrong layout)."""
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
@@ -90,8 +109,14 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
 
 def read_prediction_file(path: str) -> np.ndarray:
     """`wider.read_prediction_file`, with numpy's C parser on the well-formed common case."""
-    with open(path, encoding='utf-8') as f:
-        text = f.read()
+    with open(path, 'rb') as f:
+        data = f.read()
+    if data.startswith((b'\xef\xbb\xbf', b'\xff\xfe', b'\xfe\xff')):
+        return wider.read_prediction_file(path)  # Raises, naming the file and line.
+    try:
+        text = data.decode('utf-8')
+    except UnicodeDecodeError:
+        return wider.read_prediction_file(path)  # Raises, naming the file and line.
     parts = text.split('\n', 2)
     try:
         count = int(parts[1])
@@ -110,24 +135,76 @@ def read_prediction_file(path: str) -> np.ndarray:
     return dets
 
 
+_EXAMPLES = 3  # Unexpected entries of a prediction folder named in the no-match error.
+
+
+def scan_prediction_folder(pred_dir: str | os.PathLike
+                           ) -> tuple[dict[tuple[str, str], str], list[str]]:
+    """The `<event>/<stem>.txt` files of a prediction folder, and a few other entries found.
+
+    Returns:
+      (`{(event, stem): path}`, up to `_EXAMPLES` relative names of entries that are not in
+      that layout: files at the top level, other files or folders inside event folders).
+
+    Raises:
+      FileNotFoundError: `pred_dir` is not a folder.
+      root_paths.PathEscapeError: an event folder or a `.txt` file is a symlink resolving
+        outside `pred_dir`.
+    """
+    pred_dir = os.fspath(pred_dir)
+    if not os.path.isdir(pred_dir):
+        raise FileNotFoundError(f'{pred_dir}: prediction folder not found')
+    files: dict[tuple[str, str], str] = {}
+    other: list[str] = []
+    for event in sorted(os.listdir(pred_dir)):
+        event_dir = os.path.join(pred_dir, event)
+        if not os.path.isdir(event_dir):
+            if len(other) < _EXAMPLES:
+                other.append(event)
+            continue
+        root_paths.resolve_inside(pred_dir, event, pred_dir)
+        for entry in sorted(os.scandir(event_dir), key=lambda e: e.name):
+            if entry.name.endswith('.txt') and entry.is_file():
+                name = f'{event}/{entry.name}'
+                path = (root_paths.resolve_inside(pred_dir, name, pred_dir)
+                        if entry.is_symlink() else entry.path)
+                files[(event, entry.name[:-4])] = path
+            elif len(other) < _EXAMPLES:
+                other.append(f'{event}/{entry.name}' + ('/' if entry.is_dir() else ''))
+    return files, other
+
+
+def _no_match_message(pred_dir: str, files: Mapping[tuple[str, str], str], other: list[str],
+                      gt: wider.GroundTruth) -> str:
+    im = gt.images[0]
+    found = [f'{e}/{s}.txt' for e, s in list(files)[:_EXAMPLES]] + other
+    found = found[:_EXAMPLES]
+    what = (f'found {len(files)} <event>/*.txt file(s) with no ground-truth image, e.g. '
+            if files else 'found ') + (', '.join(found) if found else 'nothing')
+    return (f'{pred_dir}: no prediction file matches any of the {len(gt.images)} ground-truth '
+            f'images; expected <pred>/<event>/<image stem>.txt, e.g. '
+            f'{os.path.join(pred_dir, im.event, im.stem + ".txt")}; {what}')
+
+
 def _gather_predictions(predictions: str | os.PathLike | Predictions,
-                        gt: wider.GroundTruth) -> list[np.ndarray]:
-    """One float64 [N, 5] array per ground-truth image, in ground-truth order."""
+                        gt: wider.GroundTruth) -> tuple[list[np.ndarray], int]:
+    """One float64 [N, 5] array per ground-truth image, in ground-truth order, and the number
+    of ground-truth images that had predictions."""
     keys = [(im.event, im.stem) for im in gt.images]
     if isinstance(predictions, (str, os.PathLike)):
         pred_dir = os.fspath(predictions)
-        if not os.path.isdir(pred_dir):
-            raise FileNotFoundError(f'{pred_dir}: prediction folder not found')
-        out = []
-        for event, stem in keys:
-            path = os.path.join(pred_dir, event, stem + '.txt')
-            out.append(read_prediction_file(path) if os.path.isfile(path) else np.zeros((0, 5)))
-        known = {f'{e}/{s}.txt' for e, s in keys}
-        extra = sum(1 for event in os.listdir(pred_dir)
-                    if os.path.isdir(os.path.join(pred_dir, event))
-                    for f in os.listdir(os.path.join(pred_dir, event))
-                    if f.endswith('.txt') and f'{event}/{f}' not in known)
+        files, other = scan_prediction_folder(pred_dir)
+        matched = sum(1 for key in keys if key in files)
+        if keys and not matched:
+            raise NoMatchingPredictionsError(_no_match_message(pred_dir, files, other, gt))
+        if matched < len(keys):
+            warnings.warn(f'{pred_dir}: matched {matched} of {len(keys)} ground-truth images '
+                          '(the others count as images without detections)', stacklevel=3)
+        out = [read_prediction_file(files[key]) if key in files else np.zeros((0, 5))
+               for key in keys]
+        extra = len(set(files) - set(keys))
     else:
+        matched = sum(1 for key in keys if key in predictions)
         out = []
         for key in keys:
             dets = np.asarray(predictions.get(key, np.zeros((0, 5))), np.float64)
@@ -141,7 +218,7 @@ def _gather_predictions(predictions: str | os.PathLike | Predictions,
     if extra:
         warnings.warn(f'{extra} prediction images are not in the ground truth; ignored',
                       stacklevel=3)
-    return out
+    return out, matched
 
 
 def _match(det_img, det_boxes, gt_start, gt_count, gt_boxes, iou_thresh):
@@ -206,12 +283,18 @@ def evaluate(predictions: str | os.PathLike | Predictions,
       num_thresholds: score thresholds of the PR curve (official: 1000).
 
     Returns:
-      `{'easy': ap, 'medium': ap, 'hard': ap}`, with the PR curves in `.curves`.
+      `{'easy': ap, 'medium': ap, 'hard': ap}`, with the PR curves in `.curves` and the
+      number of images with predictions in `.matched` (of `.images`).
+
+    Raises:
+      NoMatchingPredictionsError: a prediction folder with no file for any image.
+      wider.FormatError: a bad prediction file (naming the file and line).
+      root_paths.PathEscapeError: a symlink out of the prediction folder.
     """
     if not 0 < iou_thresh <= 1:
         raise ValueError(f'iou_thresh must be in (0, 1], got {iou_thresh}')
     gt = gt_dir if isinstance(gt_dir, wider.GroundTruth) else wider.read_ground_truth(gt_dir)
-    per_image = _gather_predictions(predictions, gt)
+    per_image, n_matched = _gather_predictions(predictions, gt)
 
     # Flat ground truth: [x1 y1 x2 y2] with x2 = x + w, as evaluation.m.
     gt_count = np.array([len(im.boxes) for im in gt.images], np.int64)
@@ -270,4 +353,4 @@ def evaluate(predictions: str | os.PathLike | Predictions,
                           stacklevel=2)
             ap = float('nan')
         curves[setting] = PRCurve(thresholds, precision, recall, ap)
-    return APResult(curves)
+    return APResult(curves, n_matched, len(gt.images))

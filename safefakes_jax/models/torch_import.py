@@ -22,6 +22,13 @@ order (dsfd.md §10 quirk; `channel_order='rgb'`) and are copied as they are.
 
 Checkpoint layout (`--out`): `checkpoint/` (orbax `StandardCheckpointer`, `{'params': ...}`)
 and `conversion.json` (format, source, sha256, width, channel order). `load_converted` reads it.
+
+Reading `.pth` / `.pt`: always `torch.load(path, map_location='cpu', weights_only=True)`. A
+`.pth` is a pickle, and a plain pickle can run any code while it loads; the weights of the
+reference systems are plain state dicts (tensors, or yx's `{'epoch': int, 'weight': ...}`),
+which the weights-only unpickler reads, so nothing else is ever unpickled. A file that needs
+more (a pickled model object, custom classes) is refused with a `ConversionError`; so is a
+PyTorch too old for `weights_only` (< 1.13). `.npz` is read with `allow_pickle=False`.
 """
 
 from __future__ import annotations
@@ -51,7 +58,8 @@ INFO_FILE = 'conversion.json'
 _NPZ_HOWTO = (
     'convert it to .npz where PyTorch is installed: '
     'numpy.savez(path, **{k: v.numpy() for k, v in sd.items()}) with '
-    "sd = torch.load(src, map_location='cpu') (for a yx checkpoint sd = sd['weight'])"
+    "sd = torch.load(src, map_location='cpu', weights_only=True) (for a yx checkpoint "
+    "sd = sd['weight'])"
 )
 _FIRST_CONV = ('vgg', 'conv1_1', 'kernel')
 
@@ -74,15 +82,17 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Reads a PyTorch state dict from `.pth` / `.pt` (needs torch) or `.npz`.
 
     Args:
-        path: a `.pth` / `.pt` file (`torch.load`; a plain state dict or yx's
-            `{'epoch': .., 'weight': state_dict}`), or an `.npz` with the same keys.
+        path: a `.pth` / `.pt` file (`torch.load(..., weights_only=True)`: a plain state dict
+            or yx's `{'epoch': .., 'weight': state_dict}`), or an `.npz` with the same keys.
 
     Returns:
         key -> numpy array.
 
     Raises:
         ConversionError: the file is missing, has another extension, or is a `.pth` while
-            torch is not installed (the message says how to make an `.npz`).
+            torch is not installed (the message says how to make an `.npz`), or a `.pth`
+            that the weights-only unpickler refuses (it holds more than tensors and plain
+            containers) or that this torch cannot read that way (torch < 1.13).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -101,7 +111,21 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             raise ConversionError(
                 f'{path}: reading .pth needs PyTorch, which is not installed; {_NPZ_HOWTO}'
             ) from None
-        state = _unwrap(torch.load(path, map_location='cpu'))
+        try:
+            # weights_only: tensors and plain containers only; no arbitrary unpickling.
+            loaded = torch.load(path, map_location='cpu', weights_only=True)
+        except TypeError as e:
+            if 'weights_only' in str(e):  # torch < 1.13 has no such argument.
+                raise ConversionError(f'{path}: this PyTorch cannot load weights only (needs '
+                                      f'torch >= 1.13; a full unpickle is refused); '
+                                      f'{_NPZ_HOWTO}') from None
+            raise ConversionError(f'{path}: torch.load failed (TypeError: {e})') from None
+        except Exception as e:  # torch raises pickle.UnpicklingError, RuntimeError, ...
+            raise ConversionError(
+                f'{path}: torch.load(weights_only=True) refused or failed ({type(e).__name__}: '
+                f'{" ".join(str(e).split())[:300]}); expected a plain state dict of tensors'
+            ) from None
+        state = _unwrap(loaded)
         return {
             k: (v.detach().cpu().numpy() if hasattr(v, 'detach') else np.asarray(v))
             for k, v in state.items()

@@ -4,7 +4,12 @@
 
 1. `check_inputs` fails before anything is compiled: a GAN anonymizer that does not exist yet
    (never falls back to original faces), a missing train or val folder (naming it and, for an
-   anonymized set, the `launch/anonymize.py` command that creates it).
+   anonymized set, the `launch/anonymize.py` command that creates it). Then, before anything
+   is written to the workdir, `checkpoints.check_workdir` refuses a workdir that holds a run
+   of another config (its `config.json` differs; the error lists the keys, old and new
+   values) or checkpoints without a `config.json`; `config.resume_with_changed_config=True`
+   continues such a run and records the change in `<workdir>/config_changes.json` (and in
+   `results.json`, `config_changes`).
 2. Builds the mesh (`data` axis), the model, the optimiser (`train_state.optimizer_from_config`)
    and the train state (from scratch, or from a converted checkpoint: `config.model.init_from`);
    resumes from the newest checkpoint in `<workdir>/checkpoints` with the input position.
@@ -34,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
@@ -108,6 +114,32 @@ def prepare_records(config: ml_collections.ConfigDict) -> None:
     multihost_utils.sync_global_devices('safefakes_jax: TFDS records prepared')
 
 
+def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] | None:
+    """`checkpoints.check_workdir` on process 0, its verdict shared with every process.
+
+    Returns:
+      The change to record (None: nothing to record).
+
+    Raises:
+      checkpoints.WorkdirConfigError: the workdir holds a run of another config.
+    """
+    if jax.process_count() == 1:
+        return checkpoints.check_workdir(workdir, config)
+    error, change = None, None
+    if jax.process_index() == 0:
+        try:
+            change = checkpoints.check_workdir(workdir, config)
+        except checkpoints.WorkdirConfigError as e:
+            error = e
+    refused = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
+    if error is not None:
+        raise error
+    if int(refused):
+        raise checkpoints.WorkdirConfigError(f'process 0 refused --workdir {workdir} (another '
+                                             'config\'s run; see its error message)')
+    return change
+
+
 def build_model(config: ml_collections.ConfigDict) -> dsfd.DSFD:
     """The DSFD of `config.model` (width, compute dtype)."""
     dtype = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[config.model.compute_dtype]
@@ -174,11 +206,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     Returns:
       The results (`easy`, `medium`, `hard`, `steps`, ...) and `history` (the per-step metrics
       of this process's steps); `{'stopped_at', 'history'}` when stopped early.
+
+    Raises:
+      checkpoints.WorkdirConfigError: `workdir` holds a run of another config (nothing is
+        written then); see `checkpoints.check_workdir`.
+      AnonymizerUnavailableError, FileNotFoundError, ValueError: see `check_inputs`.
     """
     check_inputs(config)
+    change = check_workdir(config, workdir)
     prepare_records(config)
     os.makedirs(workdir, exist_ok=True)
-    checkpoints.write_config(workdir, config)
     mesh = detector_step.make_mesh(config.mesh.num_devices or None)
     n_dev = mesh.devices.size
     if config.data.batch_size % n_dev:
@@ -191,7 +228,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     size = config.data.image_size
 
     ckpt = checkpoints.Checkpointer(workdir, config.ckpt.every_steps, config.ckpt.max_to_keep)
-    restored = ckpt.restore(train_state.abstract_train_state(model, tx, size, mesh))
+    latest = ckpt.latest_step()
+    try:
+        restored = ckpt.restore(train_state.abstract_train_state(model, tx, size, mesh))
+    except Exception as e:  # Orbax reports a tree or shape mismatch in several types.
+        ckpt.close()
+        raise ValueError(f'{workdir}: checkpoint step {latest} does not fit this '
+                         f'config (resume_with_changed_config cannot change the model): '
+                         f'{type(e).__name__}: {e}') from None
+    # Only now, with a checkpoint that fits: record an accepted change, then the new config.
+    if change is not None:
+        path = checkpoints.record_changes(workdir, change)
+        if jax.process_index() == 0:
+            logging.warning('continuing %s at step %d with a changed config (%s); recorded in %s',
+                            workdir, change['step'],
+                            ', '.join(change['changes']) or change.get('note', ''), path)
+    checkpoints.write_config(workdir, config)
     if restored is None:
         rng = jax.random.key(config.seed)
         state = train_state.create_train_state(model, tx, jax.random.fold_in(rng, 0), size, mesh)
@@ -283,6 +335,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        test_procedure=procedure)
         if procedure == 'single':
             results['eval_image_size'] = config.evals.image_size
+        changes = checkpoints.read_changes(workdir)
+        if changes:  # This result is not of one config from start to end: say so.
+            results['config_changes'] = [{'step': c.get('step'), 'keys': sorted(c['changes'])}
+                                         for c in changes]
         detector_eval.write_results(workdir, preds, results)
         return dict(results, history=history)
     finally:
