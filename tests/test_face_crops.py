@@ -95,6 +95,23 @@ def test_handmade_crop(handmade, tmp_path):
     assert not [f for f in os.listdir(tmp_path / 'out') if f.endswith('.tmp')]
 
 
+def test_exif_rotated_jpeg_crop_and_box_agree(handmade):
+    """The boxes refer to the stored pixel grid: an EXIF orientation tag must not rotate it."""
+    import PIL.Image
+
+    root, (x, y, w, h), _, _ = handmade
+    path = root / 'WIDER_train/images/0--Parade/0_Parade_marchingband_0_1.jpg'
+    with PIL.Image.open(path) as im:
+        exif = PIL.Image.Exif()
+        exif[0x0112] = 8  # Rotate 90 CCW when displayed.
+        im.save(path, 'JPEG', quality=100, exif=exif.tobytes())
+    crops = face_crops.make_face_crops(root, 'train', size=64)
+    bx = crops.boxes[0].round().astype(int)
+    inner = crops.images[0, bx[1] + 2:bx[3] - 2, bx[0] + 2:bx[2] - 2]
+    assert inner[..., 0].min() > 200 and inner[..., 2].max() < 60  # Still the red face.
+    assert crops.images[0, :5, :5].max() < 30
+
+
 def test_missing_sidecar_is_a_clear_error(handmade):
     root = handmade[0]
     os.remove(root / 'landmarks' / 'train.jsonl')

@@ -30,8 +30,8 @@ Guarantees:
   (`root_paths.resolve_inside`), two source images may not map to one output name (`a.jpg` and
   `a.png` with JPEG output), an annotation file must list at least one image, and `dst` must be
   a writable folder (`manifest.check_dst`). Each is a `ValueError` naming the file and line.
-* Fail closed. An image that does not fully decode (`cv2.imdecode` returns None for corrupt
-  and for truncated files) or is missing is recorded `failed:<reason>`, never written, and
+* Fail closed. An image that does not fully decode (`data.images.decode` refuses corrupt and
+  truncated files) or is missing is recorded `failed:<reason>`, never written, and
   dropped from the copy's txt; the run finishes the rest and the summary lists it. A face the
   method cannot handle is blacked out (`fallback:...`, see `base`); if a whole batch call
   raises, each image is retried alone, then its faces are blacked out.
@@ -43,8 +43,8 @@ Guarantees:
   Every file is written to a temporary name and renamed. A `dst` written with different
   settings is an error unless `overwrite=True`, which first removes that run's files.
 
-Images are decoded with OpenCV (EXIF orientation ignored, as TensorFlow's decoders do; output
-has no EXIF), converted to RGB for the anonymizer, and re-encoded with `cv2.imencode`: JPEG at
+Images are decoded and encoded by the project's one codec, `data.images` (EXIF orientation
+ignored, as the ground truth and TensorFlow's decoders do; output has no EXIF): JPEG at
 `jpeg_quality` (default 95) or lossless PNG. The paper does not say how it stored anonymized
 images; re-encoding adds mild coding noise to every pixel, background included (PNG avoids it).
 
@@ -74,7 +74,7 @@ import numpy as np
 from safefakes_jax.anonymizers import base, engine_plan, wider_copy
 from safefakes_jax.anonymizers import manifest as mf
 from safefakes_jax.anonymizers.engine_plan import Task
-from safefakes_jax.data import atomic_io, root_paths, wider
+from safefakes_jax.data import atomic_io, images, root_paths, wider
 
 
 def image_seed(seed: int, name: str) -> list[int]:
@@ -162,29 +162,6 @@ def _init_worker(anonymizer: base.Anonymizer, settings: _Settings, pool: bool) -
     _WORKER.update(anonymizer=anonymizer, settings=settings)
 
 
-def _decode(data: bytes) -> np.ndarray | None:
-    if not data:
-        return None
-    try:
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8),
-                           cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    except cv2.error:
-        return None
-    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def _encode(rgb: np.ndarray, settings: _Settings) -> bytes:
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    if settings.image_format == 'png':
-        ok, buf = cv2.imencode('.png', bgr, [cv2.IMWRITE_PNG_COMPRESSION,
-                                             settings.png_compression])
-    else:
-        ok, buf = cv2.imencode('.jpg', bgr, [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality])
-    if not ok:
-        raise RuntimeError('image encoding failed')
-    return buf.tobytes()
-
-
 def _entry(task: Task, settings: _Settings, status: str, source_sha: str | None,
            output_sha: str | None, faces: list[str]) -> dict:
     return {'split': task.split, 'image': task.name,
@@ -248,8 +225,9 @@ def _process(tasks: Sequence[Task]) -> list[tuple[dict, bool]]:
                       False)
             continue
         source_sha = hashlib.sha256(data).hexdigest()
-        image = _decode(data)
-        if image is None:
+        try:
+            image = images.decode(data, task.source)
+        except images.ImageDecodeError:
             out[i] = (_failed(task, settings, 'undecodable', source_sha), False)
             continue
         rng = np.random.default_rng(image_seed(settings.seed, task.name))
@@ -260,7 +238,9 @@ def _process(tasks: Sequence[Task]) -> list[tuple[dict, bool]]:
         results = _anonymize(anonymizer, [item for _, _, item in group])
         for (i, source_sha, _), result in zip(group, results, strict=True):
             task = tasks[i]
-            data = _encode(result.image, settings)
+            data = images.encode(result.image, settings.image_format,
+                                 jpeg_quality=settings.jpeg_quality,
+                                 png_compression=settings.png_compression)
             atomic_io.write_bytes(task.output, data)
             out[i] = (_entry(task, settings, 'ok', source_sha, hashlib.sha256(data).hexdigest(),
                              list(result.records)), False)

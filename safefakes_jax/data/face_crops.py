@@ -25,7 +25,7 @@ import os
 import cv2
 import numpy as np
 
-from safefakes_jax.data import atomic_io, root_paths, wider
+from safefakes_jax.data import atomic_io, images, root_paths, wider
 
 EXPANSION = 0.35
 KEYPOINT_NAMES = ('nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear', 'left_shoulder',
@@ -187,12 +187,8 @@ def make_face_crops(root: str | os.PathLike, split: str, size: int = 128,
     for k, (i, j) in enumerate(selected):
         by_image.setdefault(i, []).append((k, j))
 
-    def load(i: int) -> np.ndarray:
-        path = root_paths.resolve_inside(images_dir, records[i]['image'], txt)
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
-        if img is None:
-            raise FileNotFoundError(f'{path}: cannot read image')
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    def load(i: int) -> np.ndarray:  # EXIF orientation ignored, as the boxes assume.
+        return images.read(root_paths.resolve_inside(images_dir, records[i]['image'], txt))
 
     order = list(by_image)
     with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:

@@ -30,8 +30,7 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
-from safefakes_jax.anonymizers import audit
-from safefakes_jax.data import atomic_io, detection_pipeline, wider
+from safefakes_jax.data import atomic_io, detection_pipeline, images, wider
 from safefakes_jax.detection import multiscale_test, postprocess
 from safefakes_jax.evaluation import image_grids, wider_ap
 from safefakes_jax.train import detector_step
@@ -138,17 +137,6 @@ def predict_single(config: ml_collections.ConfigDict, params: Any, predict_fn, m
     return allgather_predictions(preds)
 
 
-def read_rgb(path: str) -> np.ndarray:
-    """A val image as RGB uint8 HWC (`audit.read_rgb`: EXIF orientation ignored, as the
-    ground truth and the tf.data pipelines see it); a clear error when missing or corrupt."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'{path}: val image not found')
-    rgb = audit.read_rgb(path)
-    if rgb is None:
-        raise ValueError(f'{path}: cannot decode the image (corrupt or not an image)')
-    return rgb
-
-
 def val_images(root: str) -> list[str]:
     """The val split's image names (`event/name.jpg`) in annotation-file order."""
     txt, _ = wider.split_paths(root, 'val')
@@ -183,7 +171,7 @@ def predict_multiscale(config: ml_collections.ConfigDict, model: Any, params: An
     for name in tqdm.tqdm(mine, desc='multi-scale test', unit='image',
                           disable=jax.process_index() > 0):
         dets = multiscale_test.detect_multiscale(
-            read_rgb(os.path.join(images_dir, name)), predict,
+            images.read(os.path.join(images_dir, name)), predict,
             aspect_ratio=config.model.anchor_aspect_ratio, conf_thresh=ev.conf_thresh,
             max_side=ev.get('multiscale_max_side', 0) or None)
         preds[_key(name)] = postprocess.to_wider_rows(dets)
