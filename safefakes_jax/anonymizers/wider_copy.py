@@ -39,29 +39,23 @@ def output_name(name: str, image_format: str) -> str:
     return name if ext.lower() in ('.jpg', '.jpeg') else stem + '.jpg'
 
 
-def _is_name_line(line: str) -> bool:
-    s = line.strip()
-    return len(s.split()) == 1 and s.lower().endswith(('.jpg', '.jpeg', '.png'))
-
-
 def copy_bbx_gt(src_txt: str, dst_txt: str, drop: set[str], image_format: str) -> None:
     """Copies an annotation file, dropping the blocks of `drop` and renaming for the format;
-    byte for byte when there is nothing to change. The caller has read it with
-    `wider.read_bbx_gt` (which rejects what this does not handle: BOM, non-UTF-8)."""
+    byte for byte when there is nothing to change. The blocks are those `wider.read_bbx_gt`
+    finds (one reader of the format; it also rejects what cannot be copied: BOM, non-UTF-8)."""
+    annotations = wider.read_bbx_gt(src_txt, allow_negative=True)
     with open(src_txt, 'rb') as f:
         raw = f.read()
     text = raw.decode('utf-8')
     lines = text.splitlines(keepends=True)
-    out, keep = [], True
-    for line in lines:
-        if _is_name_line(line):
-            name = line.strip()
-            keep = name not in drop
-            if keep:
-                new = output_name(name, image_format)
-                line = line.replace(name, new, 1) if new != name else line
-        if keep:
-            out.append(line)
+    starts = [ann.line - 1 for ann in annotations] + [len(lines)]
+    out = lines[:starts[0]]
+    for ann, start, end in zip(annotations, starts, starts[1:], strict=False):
+        if ann.name in drop:
+            continue
+        new = output_name(ann.name, image_format)
+        out.append(lines[start].replace(ann.name, new, 1) if new != ann.name else lines[start])
+        out.extend(lines[start + 1:end])
     new_text = ''.join(out)
     if new_text == text:
         atomic_io.write_bytes(dst_txt, raw)
