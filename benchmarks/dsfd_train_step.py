@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import dsfd_original  # noqa: E402
+from safefakes_jax import sharding  # noqa: E402
 from safefakes_jax.models import dsfd  # noqa: E402
 from safefakes_jax.train import detector_step, train_state  # noqa: E402
 
@@ -99,7 +100,7 @@ def flop_str(x: float) -> str:
 def run_case(name: str, steps: int, bf16: bool, seed: int = 0) -> str:
     cfg = case_config(name)
     size, batch_size = cfg.data.image_size, cfg.data.batch_size
-    mesh = detector_step.make_mesh()
+    mesh = sharding.make_mesh()
     n_dev = mesh.devices.size
     if batch_size % n_dev:
         raise ValueError(f'batch {batch_size} is not divisible by {n_dev} devices')
@@ -114,7 +115,7 @@ def run_case(name: str, steps: int, bf16: bool, seed: int = 0) -> str:
         model, schedule, mesh, image_size=size,
         aspect_ratio=cfg.model.anchor_aspect_ratio, match_threshold=cfg.model.match_threshold,
         pal_weight=cfg.model.pal_weight, neg_pos_ratio=cfg.model.neg_pos_ratio)
-    rng = jax.device_put(jax.random.key(seed + 1), train_state.replicated(mesh))
+    rng = jax.device_put(jax.random.key(seed + 1), sharding.replicated(mesh))
     np_rng = np.random.default_rng(seed)
     batches = [detector_step.shard_batch(
         synthetic_batch(np_rng, batch_size, size, cfg.data.max_boxes), mesh) for _ in range(2)]

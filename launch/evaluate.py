@@ -131,7 +131,9 @@ def main(argv):
     import jax
 
     jax.config.update('jax_threefry_partitionable', True)
+    from safefakes_jax import sharding
     from safefakes_jax.data import wider
+    from safefakes_jax.detection import anchors
     from safefakes_jax.evaluation import detector_eval
     from safefakes_jax.train import detector_step, detector_trainer
 
@@ -146,7 +148,7 @@ def main(argv):
                          if _WORKDIR.value else None)
     if out is None:
         _fail('--out is required with --params')
-    mesh = detector_step.make_mesh(config.mesh.num_devices or None)
+    mesh = sharding.make_mesh(config.mesh.num_devices or None)
     model = detector_trainer.build_model(config)
     try:
         params, source = load_params(config, model, mesh, _WORKDIR.value, _PARAMS.value)
@@ -156,7 +158,7 @@ def main(argv):
     if procedure == 'multiscale':
         preds = detector_eval.predict_multiscale(config, model, params, _MAX_IMAGES.value)
     else:
-        _, anchors = detector_step.shot_anchors(config.evals.image_size,
+        _, anchors = anchors.shot_anchors(config.evals.image_size,
                                                 config.model.anchor_aspect_ratio)
         preds = detector_eval.predict_single(
             config, params, detector_step.make_predict_step(model, mesh), mesh, anchors)

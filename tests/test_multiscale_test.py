@@ -11,10 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from safefakes_jax.detection import box_coding
+from safefakes_jax.detection import anchors, box_coding
 from safefakes_jax.detection import multiscale_test as mst
 from safefakes_jax.models import dsfd
-from safefakes_jax.train import detector_step
 
 BG, FG = (6.0, -6.0), (-6.0, 6.0)  # Logits: face probability ~6e-6 and ~1.
 
@@ -151,10 +150,10 @@ def test_bucket_padding_shape_and_mean_fill():
     padded = mst.pad_to_bucket(img)
     assert padded.shape == (128, 256, 3) and padded.dtype == np.uint8
     np.testing.assert_array_equal(padded[:100, :150], img)
-    x = np.asarray(detector_step.preprocess(jnp.asarray(padded[None])))[0]
+    x = np.asarray(dsfd.preprocess(jnp.asarray(padded[None])))[0]
     assert not x[100:].any() and not x[:, 150:].any()
     # The padded anchors at 640 are the training anchors.
-    np.testing.assert_array_equal(mst.padded_anchors(640, 640), detector_step.shot_anchors(640)[1])
+    np.testing.assert_array_equal(mst.padded_anchors(640, 640), anchors.shot_anchors(640)[1])
 
 
 def test_detections_in_padding_dropped_and_clipped():

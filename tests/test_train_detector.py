@@ -174,14 +174,14 @@ def test_launch_script_reports_the_missing_anonymizer(tmp_path):
 def test_init_from_converted_checkpoint_replaces_the_params_it_holds(tmp_path):
     import jax
 
+    from safefakes_jax import sharding
     from safefakes_jax.models import dsfd, torch_import
-    from safefakes_jax.train import detector_step
 
     model = dsfd.DSFD(width=0.0625)
     images = np.zeros((1, 64, 64, 3), np.float32)
     fresh = model.init(jax.random.key(0), images)['params']
     other = jax.device_get(model.init(jax.random.key(1), images)['params'])
-    mesh = detector_step.make_mesh(1)
+    mesh = sharding.make_mesh(1)
     torch_import.save_converted(tmp_path / 'full', other, {'format': 'dsfd_vgg'})
     torch_import.save_converted(tmp_path / 'vgg', {'vgg': other['vgg']},
                                 {'format': 'vgg16_reducedfc'})

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from safefakes_jax import sharding
+from safefakes_jax.detection import anchors
 from safefakes_jax.models import dsfd
 from safefakes_jax.train import detector_step, train_state
 
@@ -44,15 +46,15 @@ def _setup(dtype=jnp.float32):
 def initial_state():
     model, _, tx = _setup()
     return train_state.create_train_state(model, tx, jax.random.key(0), S,
-                                          detector_step.make_mesh(8))
+                                          sharding.make_mesh(8))
 
 
 def _run(num_devices: int, state0) -> list[dict]:
-    mesh = detector_step.make_mesh(num_devices)
+    mesh = sharding.make_mesh(num_devices)
     model, schedule, _ = _setup()
-    state = jax.device_put(jax.tree.map(jnp.copy, state0), train_state.replicated(mesh))
+    state = jax.device_put(jax.tree.map(jnp.copy, state0), sharding.replicated(mesh))
     step = detector_step.make_train_step(model, schedule, mesh, image_size=S)
-    rng = jax.device_put(jax.random.key(1), train_state.replicated(mesh))
+    rng = jax.device_put(jax.random.key(1), sharding.replicated(mesh))
     out = []
     for i in range(STEPS):
         state, metrics = step(state, detector_step.shard_batch(_batch(i), mesh), rng)
@@ -87,7 +89,7 @@ def test_metrics_and_loss_terms(one_device):
 
 def test_bf16_compute_traces_with_float32_params_and_metrics():
     model, schedule, tx = _setup(jnp.bfloat16)
-    mesh = detector_step.make_mesh(1)
+    mesh = sharding.make_mesh(1)
     state = train_state.abstract_train_state(model, tx, S, mesh)
     step = detector_step.make_train_step(model, schedule, mesh, image_size=S)
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in _batch(0).items()}
@@ -163,13 +165,13 @@ def test_optimizer_from_config_follows_the_smoke_config():
 
 def test_preprocess_subtracts_rgb_mean():
     img = jnp.full((1, 2, 2, 3), 200, jnp.uint8)
-    out = detector_step.preprocess(img)
+    out = dsfd.preprocess(img)
     np.testing.assert_allclose(out[0, 0, 0], [77, 83, 96])
     assert out.dtype == jnp.float32
 
 
 def test_anchors_match_model_outputs():
-    first, second = detector_step.shot_anchors(S)
+    first, second = anchors.shot_anchors(S)
     model = dsfd.DSFD(width=0.0625)
     out = jax.eval_shape(model.init_with_output, jax.random.key(0), jnp.zeros((1, S, S, 3)))[0]
     assert first.shape[0] == second.shape[0] == out['loc1'].shape[1]

@@ -38,6 +38,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from safefakes_jax.models import dsfd
+
 STEPS = (4, 8, 16, 32, 64, 128)
 SIZES = (16, 32, 64, 128, 256, 512)  # Second shot (yx ANCHOR_SIZES2).
 
@@ -138,3 +140,12 @@ def anchor_boxes(
         wh = np.broadcast_to([size / w / r, size / h * r], (fh * fw, 2))
         levels.append(np.concatenate([cx.reshape(-1, 1), cy.reshape(-1, 1), wh], axis=1))
     return np.concatenate(levels, axis=0).astype(np.float32)
+
+
+def shot_anchors(image_size: int, aspect_ratio: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(first-shot, second-shot) anchors [A, 4] normalised cx cy w h, matching `dsfd.DSFD`."""
+    maps = dsfd.feature_map_sizes(image_size, image_size)
+    second = anchor_boxes(image_size, sizes=SIZES, aspect_ratio=aspect_ratio, feature_maps=maps)
+    first = anchor_boxes(image_size, sizes=first_shot_sizes(), aspect_ratio=aspect_ratio,
+                         feature_maps=maps)
+    return first, second

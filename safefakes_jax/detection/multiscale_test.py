@@ -52,7 +52,7 @@ import numpy as np
 from safefakes_jax.detection import anchors as anchors_lib
 from safefakes_jax.detection import postprocess
 from safefakes_jax.models import dsfd
-from safefakes_jax.train.detector_step import RGB_MEAN, preprocess
+from safefakes_jax.models.dsfd import RGB_MEAN, preprocess
 
 TARGET_AREA = 1500 * 1000
 KEEP_ALL, KEEP_LARGE, KEEP_SMALL = 'all', 'large', 'small'

@@ -30,10 +30,10 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
+from safefakes_jax import sharding
 from safefakes_jax.data import atomic_io, detection_pipeline, images, wider
 from safefakes_jax.detection import multiscale_test, postprocess
 from safefakes_jax.evaluation import image_grids, wider_ap
-from safefakes_jax.train import detector_step
 
 PROCEDURES = ('single', 'multiscale')
 GRID_SCORE = 0.5  # Detections drawn in the image summaries.
@@ -100,7 +100,7 @@ def predict_single(config: ml_collections.ConfigDict, params: Any, predict_fn, m
     Args:
       config: a `configs/dsfd_*.py` config.
       params: the (replicated) model params.
-      predict_fn: `detector_step.make_predict_step(model, mesh)`.
+      predict_fn: `train.detector_step.make_predict_step(model, mesh)`.
       mesh: the device mesh.
       anchors: the second-shot anchors at `config.evals.image_size`.
       grid: if a list, this process's first `config.evals.grid_images` letterboxed val images
@@ -119,7 +119,7 @@ def predict_single(config: ml_collections.ConfigDict, params: Any, predict_fn, m
     for i, batch in enumerate(detection_pipeline.as_numpy_batches(ds)):
         if ev.max_batches and i >= ev.max_batches:
             break
-        inputs = detector_step.shard_batch(batch, mesh, detector_step.EVAL_KEYS)
+        inputs = sharding.shard_batch(batch, mesh, ('image',))
         mine = _process_rows(inputs['image'])
         out = jax.device_get(predict_fn(params, inputs))  # Replicated: the global batch.
         loc, conf = out['loc2'][mine], out['conf2'][mine]

@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from safefakes_jax.data.detection_augment import RGB_MEAN
 from safefakes_jax.models.vgg import TORCH_INDEX, VGG16, conv_kernel_init, scaled
 
 # Source channels of both shots at width 1 (dsfd.md §2 / §3 `fem_module` cfg).
@@ -53,6 +54,11 @@ L2NORM_SCALES = (10.0, 8.0, 5.0)
 # (output channels of fpn_topdown.k), (output channels of fpn_latlayer.k).
 _TOPDOWN_CHANNELS = (256, 512, 1024, 512, 512, 256)
 _LATERAL_CHANNELS = (512, 1024, 512, 512, 256)
+
+
+def preprocess(images: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
+    """The model's input: uint8 RGB [B, H, W, 3] -> float (`dtype`) minus `RGB_MEAN`."""
+    return (images.astype(jnp.float32) - jnp.asarray(RGB_MEAN, jnp.float32)).astype(dtype)
 
 
 def upsample_product(x: jax.Array, lateral: jax.Array) -> jax.Array:

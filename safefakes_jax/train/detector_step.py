@@ -2,7 +2,7 @@
 
 `make_train_step` returns `train_step(state, batch, rng) -> (state, metrics)`:
 
-* preprocessing inside the step: uint8 RGB -> float32 minus the RGB mean (123, 117, 104);
+* preprocessing inside the step (`dsfd.preprocess`): uint8 RGB -> float32 minus the RGB mean;
 * matching (threshold 0.35 in yx, 0.4 in the paper) of the batch's boxes to the anchors of both
   shots (PAL: the first shot uses anchors half the size, `anchors.first_shot_sizes`);
 * loss = pal_weight * (loc1 + conf1) + loc2 + conf2 (yx: pal_weight 1), each the multibox
@@ -26,56 +26,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
+from safefakes_jax import sharding
 from safefakes_jax.detection import anchors as anchors_lib
 from safefakes_jax.detection import matching, multibox_loss
 from safefakes_jax.models import dsfd
-from safefakes_jax.train.train_state import TrainState, replicated
+from safefakes_jax.sharding import batch_sharding, replicated
+from safefakes_jax.train.train_state import TrainState
 
-RGB_MEAN = (123.0, 117.0, 104.0)
 # The batch fields that go to the device (strings and positions stay on the host).
 TRAIN_KEYS = ('image', 'boxes', 'box_mask')
-EVAL_KEYS = ('image',)
 
 Metrics = dict[str, jax.Array]
-
-
-def make_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D mesh with axis `data` over the first `num_devices` devices (default: all)."""
-    devices = jax.devices()
-    n = len(devices) if num_devices is None else int(num_devices)
-    return jax.make_mesh((n,), ('data',), axis_types=(jax.sharding.AxisType.Auto,),
-                         devices=devices[:n])
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """The sharding of batch arrays: leading axis split over `data`."""
-    return NamedSharding(mesh, P('data'))
 
 
 def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh,
                 keys: tuple[str, ...] = TRAIN_KEYS) -> dict[str, jax.Array]:
     """This host's batch -> global arrays sharded over `data` (only `keys` are kept)."""
-    sharding = batch_sharding(mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k]))
-            for k in keys}
-
-
-def preprocess(images: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
-    """uint8 RGB [B, H, W, 3] -> float (`dtype`) minus the RGB mean (the model's input)."""
-    return (images.astype(jnp.float32) - jnp.asarray(RGB_MEAN, jnp.float32)).astype(dtype)
-
-
-def shot_anchors(image_size: int, aspect_ratio: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """(first-shot, second-shot) anchors [A, 4] normalised cx cy w h, matching `dsfd.DSFD`."""
-    maps = dsfd.feature_map_sizes(image_size, image_size)
-    second = anchors_lib.anchor_boxes(image_size, sizes=anchors_lib.SIZES,
-                                      aspect_ratio=aspect_ratio, feature_maps=maps)
-    first = anchors_lib.anchor_boxes(image_size, sizes=anchors_lib.first_shot_sizes(),
-                                     aspect_ratio=aspect_ratio, feature_maps=maps)
-    return first, second
+    return sharding.shard_batch(batch, mesh, keys)
 
 
 def make_train_step(model: nn.Module, schedule: optax.Schedule, mesh: Mesh, *, image_size: int,
@@ -98,7 +67,7 @@ def make_train_step(model: nn.Module, schedule: optax.Schedule, mesh: Mesh, *, i
       `train_step(state, batch, rng) -> (state, metrics)`; `batch` holds `TRAIN_KEYS` (from
       `shard_batch`), `rng` is a replicated key; the state argument is donated.
     """
-    first, second = shot_anchors(image_size, aspect_ratio)
+    first, second = anchors_lib.shot_anchors(image_size, aspect_ratio)
     compute_dtype = getattr(model, 'dtype', jnp.float32)
 
     def loss_fn(params, images, boxes, box_mask, rng):
@@ -115,7 +84,7 @@ def make_train_step(model: nn.Module, schedule: optax.Schedule, mesh: Mesh, *, i
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
         rng = jax.random.fold_in(rng, state.step)
-        images = preprocess(batch['image'], compute_dtype)
+        images = dsfd.preprocess(batch['image'], compute_dtype)
         boxes = batch['boxes'].astype(jnp.float32) / float(image_size)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (loss, terms), grads = grad_fn(state.params, images, boxes, batch['box_mask'], rng)
@@ -133,7 +102,7 @@ def make_predict_step(model: nn.Module, mesh: Mesh) -> Callable[[Any, dict], dic
     compute_dtype = getattr(model, 'dtype', jnp.float32)
 
     def predict(params, batch):
-        out = model.apply({'params': params}, preprocess(batch['image'], compute_dtype))
+        out = model.apply({'params': params}, dsfd.preprocess(batch['image'], compute_dtype))
         return {'loc2': out['loc2'], 'conf2': out['conf2']}
 
     repl = replicated(mesh)

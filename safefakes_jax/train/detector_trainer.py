@@ -43,8 +43,10 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
+from safefakes_jax import sharding
 from safefakes_jax.anonymizers import base as anonymizer_base
 from safefakes_jax.data import detection_pipeline, tfds_wider, wider
+from safefakes_jax.detection import anchors
 from safefakes_jax.evaluation import detector_eval, image_grids
 from safefakes_jax.models import dsfd, torch_import
 from safefakes_jax.train import checkpoints, detector_step, train_state
@@ -161,7 +163,7 @@ def load_init_params(path: str, params: Any, mesh) -> Any:
     except ValueError as e:
         raise ValueError(f'config.model.init_from={path!r} does not fit the model of this '
                          f'config (config.model.width?): {e}') from None
-    return jax.device_put(merged, train_state.replicated(mesh))
+    return jax.device_put(merged, sharding.replicated(mesh))
 
 
 def evaluate(config, params, predict_fn, mesh, anchors, ground_truth, procedure='single',
@@ -216,7 +218,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     change = check_workdir(config, workdir)
     prepare_records(config)
     os.makedirs(workdir, exist_ok=True)
-    mesh = detector_step.make_mesh(config.mesh.num_devices or None)
+    mesh = sharding.make_mesh(config.mesh.num_devices or None)
     n_dev = mesh.devices.size
     if config.data.batch_size % n_dev:
         raise ValueError(f'global batch {config.data.batch_size} is not divisible by the '
@@ -256,13 +258,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     # Via the raw key data: device_put of a typed key onto a multi-process sharding fails.
     step_rng = jax.random.wrap_key_data(jax.device_put(
         jax.random.key_data(jax.random.fold_in(jax.random.key(config.seed), 1)),
-        train_state.replicated(mesh)))
+        sharding.replicated(mesh)))
     train_step = detector_step.make_train_step(
         model, schedule, mesh, image_size=size, aspect_ratio=config.model.anchor_aspect_ratio,
         match_threshold=config.model.match_threshold, pal_weight=config.model.pal_weight,
         neg_pos_ratio=config.model.neg_pos_ratio)
     predict_fn = detector_step.make_predict_step(model, mesh)
-    _, eval_anchors = detector_step.shot_anchors(config.evals.image_size,
+    _, eval_anchors = anchors.shot_anchors(config.evals.image_size,
                                                  config.model.anchor_aspect_ratio)
     ground_truth = wider.read_ground_truth(wider.ground_truth_dir(config.data.val_root))
 

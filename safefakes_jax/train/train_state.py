@@ -26,8 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
+
+from safefakes_jax.sharding import replicated
 
 # Decay points as fractions of the run (paper: 40k and 50k of 60k iterations).
 DECAY_FRACTIONS = (40_000 / 60_000, 50_000 / 60_000)
@@ -116,11 +117,6 @@ def optimizer_from_config(train: Any) -> tuple[optax.Schedule, optax.GradientTra
     tx = make_optimizer(schedule, train.momentum, train.weight_decay,
                         name=train.get('optimizer', 'sgd'), clip_norm=train.get('clip_norm', 0.0))
     return schedule, tx
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-    """The sharding of replicated values (params, optimiser state, rng) on `mesh`."""
-    return NamedSharding(mesh, P())
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
