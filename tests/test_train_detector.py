@@ -104,10 +104,36 @@ def test_two_step_smoke_run(roots, original_run, tmp_path, dataset):
     assert all(0.0 <= saved[k] <= 1.0 for k in ('easy', 'medium', 'hard'))
     assert saved['training_dataset'].endswith('synthetic_wider' if dataset == 'original'
                                               else f'synthetic_wider_{dataset}')
+    # Provenance: the anonymized set's config hash and method parameters reach results.json.
+    if dataset == 'original':
+        assert saved['anonymization'] is None
+    else:
+        made = json.load(open(os.path.join(saved['training_dataset'],
+                                           'anonymization_config.json')))
+        assert saved['anonymization'] == {'config_hash': made['config_hash'],
+                                          'settings': made['settings']}
+        assert saved['anonymization']['settings']['anonymizer']['name'] == dataset
     assert (tmp_path / 'config.json').exists() and (tmp_path / 'predictions').is_dir()
     assert any(f.startswith('events.out') for f in os.listdir(tmp_path))
     grid = cv2.imread(str(tmp_path / 'val_detections.png'))
     assert grid is not None and grid.shape[0] > 64 and grid.shape[1] > 2 * 64  # 3 val images.
+
+
+def test_training_set_without_or_with_other_provenance_is_refused(roots, tmp_path):
+    blur = f'{roots}_blur'
+    config = _config('blackout', roots)
+    config.data.train_root = blur  # A 25x25 blur set labelled as black-out.
+    with pytest.raises(ValueError, match="anonymized with 'blur', but config.dataset is "
+                                         "'blackout'"):
+        detector_trainer.train_and_evaluate(config, str(tmp_path / 'a'))
+    bare = tmp_path / 'bare'
+    shutil.copytree(blur, bare)
+    os.remove(bare / 'anonymization_config.json')
+    config = _config('blur', roots)
+    config.data.train_root = str(bare)
+    with pytest.raises(ValueError, match='no anonymization_config.json'):
+        detector_trainer.train_and_evaluate(config, str(tmp_path / 'b'))
+    assert not (tmp_path / 'a').exists() and not (tmp_path / 'b').exists()
 
 
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(roots, original_run, tmp_path):

@@ -173,7 +173,12 @@ class Anonymizer(abc.ABC):
     for_output: ClassVar[bool] = True
 
     def params(self) -> dict[str, Any]:
-        """The parameters that determine the output (dataclass fields by default)."""
+        """The parameters that determine the output (dataclass fields by default).
+
+        They go into the copy's config hash and, through `anonymization_config.json`, into
+        every detector result trained on the copy. A learned method must include the sha256
+        of its weights (`weights_sha256`), so that two checkpoints never share a hash.
+        """
         if dataclasses.is_dataclass(self):
             return dataclasses.asdict(self)
         return {}

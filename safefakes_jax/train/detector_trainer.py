@@ -45,6 +45,7 @@ from jax.experimental import multihost_utils
 
 from safefakes_jax import sharding
 from safefakes_jax.anonymizers import base as anonymizer_base
+from safefakes_jax.anonymizers import manifest
 from safefakes_jax.data import detection_pipeline, tfds_wider, wider
 from safefakes_jax.detection import anchors
 from safefakes_jax.evaluation import detector_eval, image_grids
@@ -100,6 +101,38 @@ def check_inputs(config: ml_collections.ConfigDict) -> None:
     if not os.path.isdir(gt):
         raise FileNotFoundError(f'WIDER FACE val ground truth not found: {gt} is missing '
                                 f'(root {val!r}). Create it with: {val_how}')
+
+
+def training_set_provenance(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+    """What made `config.data.train_root`: its `anonymization_config.json` (None: original set).
+
+    Returns:
+      `{'config_hash', 'settings'}` (method, its parameters, seed, output format; learned
+      methods add their weights' sha256 to the parameters), written into `results.json` and
+      the hparams so that a result always names the exact set it was trained on.
+
+    Raises:
+      ValueError: an anonymized set without that file (not written by `launch/anonymize.py`:
+        what anonymized it, and whether every face was, is unknown), one whose run has not
+        finished, or one made by another method than `config.dataset`.
+    """
+    if config.dataset == 'original':
+        return None
+    root = config.data.train_root
+    anonymization = manifest.read_config(root)
+    if anonymization is None:
+        raise ValueError(f'{root}: no {manifest.CONFIG_FILE}, so it is unknown what anonymized '
+                         f'this folder and whether every face was; create it with: '
+                         f'{_anonymize_command(config)}')
+    if os.path.exists(os.path.join(root, manifest.PARTIAL)):
+        raise ValueError(f'{root}: its anonymization run has not finished '
+                         f'({manifest.PARTIAL} exists); rerun: {_anonymize_command(config)}')
+    settings = anonymization.get('settings') or {}
+    method = (settings.get('anonymizer') or {}).get('name')
+    if method != config.dataset:
+        raise ValueError(f'{root} was anonymized with {method!r}, but config.dataset is '
+                         f'{config.dataset!r}; refusing to label one as the other')
+    return {'config_hash': anonymization['config_hash'], 'settings': settings}
 
 
 def prepare_records(config: ml_collections.ConfigDict) -> None:
@@ -215,6 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       AnonymizerUnavailableError, FileNotFoundError, ValueError: see `check_inputs`.
     """
     check_inputs(config)
+    provenance = training_set_provenance(config)
     change = check_workdir(config, workdir)
     prepare_records(config)
     os.makedirs(workdir, exist_ok=True)
@@ -272,7 +306,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         workdir, just_logging=jax.process_index() > 0, asynchronous=False)
     first_step = int(state.step)
     if first_step == 0:
-        writer.write_hparams({k: v for k, v in _flat(config.to_dict()).items()})
+        hparams = _flat(config.to_dict())
+        if provenance:
+            hparams.update(_flat(provenance, 'anonymization.'))
+        writer.write_hparams(hparams)
     report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer)
 
     ds = detection_pipeline.make_train_dataset(
@@ -334,7 +371,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                  image_grids.tile(grid))
         results = dict(ap, steps=step, training_dataset=config.data.train_root,
                        anonymizer=config.dataset, val_root=config.data.val_root,
-                       test_procedure=procedure)
+                       test_procedure=procedure, anonymization=provenance)
         if procedure == 'single':
             results['eval_image_size'] = config.evals.image_size
         changes = checkpoints.read_changes(workdir)
