@@ -350,3 +350,37 @@ def test_configs():
     config.src = '/data/x'  # dst follows src unless set.
     assert config.dst == '/data/x_blur'
     assert isinstance(config, ml_collections.ConfigDict)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceBoundBlackout(conventional.Blackout):
+    """A stand-in for a GAN on an accelerator: batched, device-bound, and never picklable (so
+    it cannot reach a worker process); it logs the size of every batch it is given."""
+
+    batch_size: int = 4
+    device_bound = True
+    calls: list = dataclasses.field(default_factory=list, compare=False)
+
+    def params(self):
+        return {'value': self.value}  # Same config hash as plain blackout.
+
+    def __reduce__(self):
+        raise TypeError('a device-bound method must stay in the driver process')
+
+    def anonymize_batch(self, items):
+        self.calls.append(len(items))
+        return super().anonymize_batch(items)
+
+
+@pytest.mark.parametrize('workers', [1, 2])
+def test_device_bound_method_runs_once_in_fixed_batches_with_the_same_bytes(source, tmp_path,
+                                                                              workers):
+    reference = tmp_path / 'reference'
+    engine.run(make_config(source, reference, workers=2), progress=False)
+    method = DeviceBoundBlackout()
+    dst = tmp_path / f'device_{workers}'
+    summary = engine.run(make_config(source, dst, workers=workers), progress=False,
+                         anonymizer=method)
+    assert summary.processed == 6 and not summary.failed
+    assert method.calls and set(method.calls) == {4}  # 6 images: 4 + (2 padded to 4).
+    assert read_tree(dst) == read_tree(reference)

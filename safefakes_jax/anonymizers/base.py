@@ -33,7 +33,7 @@ overlapping boxes do not feed each other (a later box overwrites an earlier one 
 overlap) and the result does not depend on how boxes overlap.
 
 Randomness is passed in explicitly: `rng` is a `np.random.Generator` that the engine derives
-per image from `(config.seed, image name)` (see `engine.image_seed`); conventional methods
+per image from `(config.seed, image name)` (see `engine_worker.image_seed`); conventional methods
 ignore it. Batching: `anonymize_batch(items)` loops over `anonymize` by default; methods that
 benefit (GANs) override it and set `batch_size`, which the engine honours.
 """
@@ -171,6 +171,10 @@ class Anonymizer(abc.ABC):
     needs_keypoints: ClassVar[bool] = False
     check_unchanged: ClassVar[bool] = True
     for_output: ClassVar[bool] = True
+    # True for a method that runs a model on an accelerator (the GANs): the engine then calls
+    # `anonymize_batch` in one process only, in batches of exactly `batch_size` images, and
+    # its worker processes only decode and encode (`engine._execute_device_bound`).
+    device_bound: ClassVar[bool] = False
 
     def params(self) -> dict[str, Any]:
         """The parameters that determine the output (dataclass fields by default).

@@ -35,8 +35,8 @@ Guarantees:
   dropped from the copy's txt; the run finishes the rest and the summary lists it. A face the
   method cannot handle is blacked out (`fallback:...`, see `base`); if a whole batch call
   raises, each image is retried alone, then its faces are blacked out.
-* Deterministic. Image `name` gets `np.random.default_rng(image_seed(seed, name))`; the output
-  bytes do not depend on the worker count or the order in which images finish.
+* Deterministic. Image `name` gets `np.random.default_rng(engine_worker.image_seed(seed,
+  name))`; the output bytes do not depend on the worker count or the order in which images finish.
 * Resumable. Entries are appended to a partial manifest as images finish; a rerun skips images
   whose entry is verified (config hash, source and output sha256) and ends with the same bytes
   as an uninterrupted run, the manifest (rewritten atomically in annotation order) included.
@@ -50,46 +50,33 @@ images; re-encoding adds mild coding noise to every pixel, background included (
 
 Parallelism: `workers` spawn-started processes (`concurrent.futures`), one OpenCV thread each,
 several images per task; workers ignore Ctrl-C (the driver stops after their current images)
-and exit when the driver dies. `workers=1` runs in this process.
+and exit when the driver dies. `workers=1` runs in this process. A device-bound method (the
+GANs: `Anonymizer.device_bound`) is never sent to a worker: the workers decode, this process
+runs `anonymize_batch` in batches of exactly `batch_size` (the last one padded), so one model
+is compiled once and one accelerator is not shared by N processes, and the workers encode.
+The output bytes are the same either way.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
-import hashlib
 import multiprocessing
 import multiprocessing.connection
 import os
-import signal
-import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import cv2
-import numpy as np
 
 from safefakes_jax.anonymizers import base, engine_plan, wider_copy
+from safefakes_jax.anonymizers import engine_worker as worker
 from safefakes_jax.anonymizers import manifest as mf
 from safefakes_jax.anonymizers.engine_plan import Task
-from safefakes_jax.data import atomic_io, images, root_paths, wider
-
-
-def image_seed(seed: int, name: str) -> list[int]:
-    """The seed of image `name`'s generator: `[seed, first 8 bytes of sha256(name)]`."""
-    return [int(seed), int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], 'little')]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Settings:
-    image_format: str
-    jpeg_quality: int
-    png_compression: int
-    seed: int
-    method: str
-    config_hash: str
+from safefakes_jax.data import root_paths, wider
 
 
 @dataclasses.dataclass
@@ -141,150 +128,110 @@ class _IOFloor(base.Anonymizer):
         return 'skipped:io_floor'
 
 
-# --------------------------------------------------------------------------- worker side
-
-_WORKER: dict[str, Any] = {}
-
-
-def _exit_with_parent(sentinel) -> None:
-    multiprocessing.connection.wait([sentinel])
-    os._exit(1)  # The parent died (kill -9): do not linger as an orphan.
-
-
-def _init_worker(anonymizer: base.Anonymizer, settings: _Settings, pool: bool) -> None:
-    if pool:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # The parent handles Ctrl-C.
-        parent = multiprocessing.parent_process()
-        if parent is not None:
-            threading.Thread(target=_exit_with_parent, args=(parent.sentinel,),
-                             daemon=True).start()
-    cv2.setNumThreads(1)  # One process per core; no nested thread pools.
-    _WORKER.update(anonymizer=anonymizer, settings=settings)
-
-
-def _entry(task: Task, settings: _Settings, status: str, source_sha: str | None,
-           output_sha: str | None, faces: list[str]) -> dict:
-    return {'split': task.split, 'image': task.name,
-            'output': task.out_name if status == 'ok' else None, 'status': status,
-            'source_sha256': source_sha, 'output_sha256': output_sha, 'faces': faces,
-            'method': settings.method, 'config_hash': settings.config_hash}
-
-
-def _failed(task: Task, settings: _Settings, reason: str, source_sha: str | None) -> dict:
-    try:  # A stale output of an earlier run must not survive as if anonymized.
-        os.remove(task.output)
-    except FileNotFoundError:
-        pass
-    return _entry(task, settings, f'failed:{reason}', source_sha, None, [])
-
-
-def _valid(result: base.Result, item: base.Item) -> bool:
-    return (isinstance(result, base.Result) and result.image.shape == item.image.shape
-            and result.image.dtype == np.uint8 and len(result.records) == len(item.boxes))
-
-
-def _anonymize(anonymizer: base.Anonymizer, items: list[base.Item]) -> list[base.Result]:
-    """`anonymize_batch`, failing closed: if the batch raises or returns something malformed,
-    each image is retried alone, and an image that still fails has its faces blacked out."""
-    try:
-        results = anonymizer.anonymize_batch(items)
-        if len(results) == len(items) and all(map(_valid, results, items)):
-            return results
-    except Exception:  # noqa: BLE001
-        pass
-    results = []
-    for item in items:
-        try:
-            (result,) = anonymizer.anonymize_batch([item])
-            if not _valid(result, item):
-                raise ValueError('malformed result')
-        except Exception as e:  # noqa: BLE001
-            result = anonymizer.blackout_all(item, f'error:{type(e).__name__}')
-        results.append(result)
-    return results
-
-
-def _process(tasks: Sequence[Task]) -> list[tuple[dict, bool]]:
-    """Worker: anonymizes a chunk of images; returns (manifest entry, resumed) per task."""
-    anonymizer, settings = _WORKER['anonymizer'], _WORKER['settings']
-    out: list[tuple[dict, bool] | None] = [None] * len(tasks)
-    pending: list[tuple[int, str, base.Item]] = []
-    for i, task in enumerate(tasks):
-        if mf.entry_is_done(task.previous, settings.config_hash, task.source, task.output,
-                            task.out_name):
-            out[i] = (task.previous, True)
-            continue
-        try:
-            with open(task.source, 'rb') as f:
-                data = f.read()
-        except FileNotFoundError:
-            out[i] = (_failed(task, settings, 'missing_source', None), False)
-            continue
-        except OSError as e:  # A folder, no permission, an I/O error: report, go on.
-            out[i] = (_failed(task, settings, f'unreadable_source:{type(e).__name__}', None),
-                      False)
-            continue
-        source_sha = hashlib.sha256(data).hexdigest()
-        try:
-            image = images.decode(data, task.source)
-        except images.ImageDecodeError:
-            out[i] = (_failed(task, settings, 'undecodable', source_sha), False)
-            continue
-        rng = np.random.default_rng(image_seed(settings.seed, task.name))
-        pending.append((i, source_sha, base.Item(image, task.boxes, task.keypoints, rng)))
-    step = max(1, int(anonymizer.batch_size))
-    for start in range(0, len(pending), step):
-        group = pending[start:start + step]
-        results = _anonymize(anonymizer, [item for _, _, item in group])
-        for (i, source_sha, _), result in zip(group, results, strict=True):
-            task = tasks[i]
-            data = images.encode(result.image, settings.image_format,
-                                 jpeg_quality=settings.jpeg_quality,
-                                 png_compression=settings.png_compression)
-            atomic_io.write_bytes(task.output, data)
-            out[i] = (_entry(task, settings, 'ok', source_sha, hashlib.sha256(data).hexdigest(),
-                             list(result.records)), False)
-    return out  # type: ignore[return-value]
-
-
 # --------------------------------------------------------------------------- driver
 
 
-def _execute(anonymizer: base.Anonymizer, settings: _Settings, chunks: list[list[Task]],
-             workers: int):
-    """Yields the results of `_process` per chunk, in completion order."""
-    if workers <= 1 or len(chunks) <= 1:
-        saved, threads = dict(_WORKER), cv2.getNumThreads()
-        _init_worker(anonymizer, settings, pool=False)
-        try:
-            for chunk in chunks:
-                yield _process(chunk)
-        finally:
-            cv2.setNumThreads(threads)
-            _WORKER.clear()
-            _WORKER.update(saved)
-        return
+def _pool(workers: int, chunks: list, anonymizer: base.Anonymizer | None,
+          settings: worker.Settings) -> concurrent.futures.ProcessPoolExecutor:
     # Spawn: the caller may hold threads (JAX, TF) that make fork unsafe.
-    ex = concurrent.futures.ProcessPoolExecutor(
+    return concurrent.futures.ProcessPoolExecutor(
         min(workers, len(chunks)), mp_context=multiprocessing.get_context('spawn'),
-        initializer=_init_worker, initargs=(anonymizer, settings, True))
+        initializer=worker.init_worker, initargs=(anonymizer, settings, True))
+
+
+@contextlib.contextmanager
+def _in_this_process(anonymizer: base.Anonymizer | None, settings: worker.Settings):
+    """Runs the worker side in this process (`workers=1`), restoring its state after."""
+    saved, threads = dict(worker.WORKER), cv2.getNumThreads()
+    worker.init_worker(anonymizer, settings, pool=False)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
+        worker.WORKER.clear()
+        worker.WORKER.update(saved)
+
+
+def _completed(futures):
+    """Yields the results of `futures` as they complete; a dead worker is a clear error."""
+    for future in concurrent.futures.as_completed(futures):
+        try:
+            yield future.result()
+        except concurrent.futures.process.BrokenProcessPool as e:
+            raise RuntimeError('an anonymization worker process died; finished images are '
+                               'kept, rerun to resume') from e
+
+
+def _execute(anonymizer: base.Anonymizer, settings: worker.Settings, chunks: list[list[Task]],
+             workers: int):
+    """Yields the results of `worker.process` per chunk, in completion order.
+
+    A device-bound method (`anonymizer.device_bound`: a JAX model on an accelerator) runs in
+    this process only, in batches of exactly `batch_size` images, so it is built and compiled
+    once; the workers then only decode and encode (`_execute_device_bound`).
+    """
+    if anonymizer.device_bound:
+        yield from _execute_device_bound(anonymizer, settings, chunks, workers)
+        return
+    if workers <= 1 or len(chunks) <= 1:
+        with _in_this_process(anonymizer, settings):
+            for chunk in chunks:
+                yield worker.process(chunk)
+        return
+    ex = _pool(workers, chunks, anonymizer, settings)
     todo = iter(chunks)
     try:
-        inflight = {ex.submit(_process, c) for c in (next(todo, None) for _ in range(2 * workers))
-                    if c is not None}
+        first = (next(todo, None) for _ in range(2 * workers))
+        inflight = {ex.submit(worker.process, c) for c in first if c is not None}
         while inflight:
             done, inflight = concurrent.futures.wait(
                 inflight, return_when=concurrent.futures.FIRST_COMPLETED)
             for future in done:
                 chunk = next(todo, None)
                 if chunk is not None:
-                    inflight.add(ex.submit(_process, chunk))
-                try:
-                    result = future.result()
-                except concurrent.futures.process.BrokenProcessPool as e:
-                    raise RuntimeError('an anonymization worker process died; finished images '
-                                       'are kept, rerun to resume') from e
-                yield result
+                    inflight.add(ex.submit(worker.process, chunk))
+                yield from _completed([future])
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _execute_device_bound(anonymizer: base.Anonymizer, settings: worker.Settings,
+                          chunks: list[list[Task]], workers: int):
+    """`_execute` for device-bound methods: workers decode, this process anonymizes (padded
+    fixed-size batches), workers encode and write. The workers never receive the method."""
+    if workers <= 1 or len(chunks) <= 1:
+        with _in_this_process(None, settings):
+            for chunk in chunks:
+                out, pending = worker.decode_chunk(chunk)
+                results = worker.anonymize_in_batches(
+                    anonymizer, worker.items_of(chunk, pending, settings.seed), pad=True)
+                yield worker.encode_chunk(chunk, out, pending, results)
+        return
+    ex = _pool(workers, chunks, None, settings)
+    todo, decoding, encoding = iter(chunks), {}, set()
+
+    def refill() -> None:  # Bounded: decoded images wait for the device in memory.
+        while len(decoding) < 2 * workers and (chunk := next(todo, None)) is not None:
+            decoding[ex.submit(worker.decode_chunk, chunk)] = chunk
+
+    try:
+        refill()
+        while decoding or encoding:
+            done, _ = concurrent.futures.wait(
+                set(decoding) | encoding, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                if future in encoding:
+                    encoding.discard(future)
+                    yield from _completed([future])
+                    continue
+                chunk = decoding.pop(future)
+                ((out, pending),) = _completed([future])
+                results = worker.anonymize_in_batches(
+                    anonymizer, worker.items_of(chunk, pending, settings.seed), pad=True)
+                # The worker needs the results, not the decoded images back.
+                encoding.add(ex.submit(worker.encode_chunk, chunk, out,
+                                       [(i, sha, None) for i, sha, _ in pending], results))
+                refill()
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
 
@@ -336,7 +283,7 @@ def run(config: Mapping[str, Any], *, progress: bool = True, io_floor: bool = Fa
                 for split in splits if copy_landmarks}
     settings = engine_plan.settings_of(config, anonymizer)
     digest = mf.prepare_dst(dst, settings, bool(config.get('overwrite', False)), io_floor)
-    s = _Settings(fmt, int(config['jpeg_quality']), int(config.get('png_compression', 3)),
+    s = worker.Settings(fmt, int(config['jpeg_quality']), int(config.get('png_compression', 3)),
                   int(config['seed']), anonymizer.name, digest)
     previous = mf.previous_entries(dst, io_floor)
     flat = [t for split in splits for t in tasks[split]]
