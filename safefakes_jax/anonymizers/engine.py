@@ -76,7 +76,7 @@ from safefakes_jax.anonymizers import base, engine_plan, wider_copy
 from safefakes_jax.anonymizers import engine_worker as worker
 from safefakes_jax.anonymizers import manifest as mf
 from safefakes_jax.anonymizers.engine_plan import Task
-from safefakes_jax.data import root_paths, wider
+from safefakes_jax.data import landmarks_sidecar, root_paths, wider
 
 
 @dataclasses.dataclass
@@ -279,7 +279,7 @@ def run(config: Mapping[str, Any], *, progress: bool = True, io_floor: bool = Fa
              for split in splits}
     ground_truth = [] if io_floor else wider_copy.ground_truth_files(src)
     copy_landmarks = bool(config.get('copy_landmarks', False))
-    sidecars = {split: root_paths.resolve_inside(src, f'landmarks/{split}.jsonl', src)
+    sidecars = {split: root_paths.resolve_inside(src, landmarks_sidecar.relative_path(split), src)
                 for split in splits if copy_landmarks}
     settings = engine_plan.settings_of(config, anonymizer)
     digest = mf.prepare_dst(dst, settings, bool(config.get('overwrite', False)), io_floor)
@@ -333,7 +333,7 @@ def run(config: Mapping[str, Any], *, progress: bool = True, io_floor: bool = Fa
             drop = {name for sp, name, _ in summary.failed if sp == split}
             wider_copy.copy_bbx_gt(wider.split_paths(src, split)[0],
                                    wider.split_paths(dst, split)[0], drop, fmt)
-            out_sidecar = os.path.join(dst, 'landmarks', f'{split}.jsonl')
+            out_sidecar = landmarks_sidecar.path(dst, split)
             if split in sidecars and os.path.isfile(sidecars[split]):
                 wider_copy.copy_sidecar(sidecars[split], out_sidecar, drop, fmt)
             elif os.path.isfile(out_sidecar):  # An earlier run's copy, not asked for now.

@@ -16,7 +16,7 @@ import numpy as np
 
 from safefakes_jax.anonymizers import base, wider_copy
 from safefakes_jax.anonymizers import manifest as mf
-from safefakes_jax.data import root_paths, wider
+from safefakes_jax.data import landmarks_sidecar, root_paths, wider
 
 IMAGE_FORMATS = ('jpeg', 'png')
 
@@ -85,7 +85,7 @@ def plan_split(src: str, dst: str, split: str, anonymizer: base.Anonymizer, fmt:
     if not annotations:
         raise ValueError(f'{txt}: lists no image; refusing to write an empty "anonymized" copy')
     if anonymizer.needs_keypoints:
-        root_paths.resolve_inside(src, f'landmarks/{split}.jsonl', src)
+        root_paths.resolve_inside(src, landmarks_sidecar.relative_path(split), src)
         keypoints = wider_copy.load_keypoints(src, split, annotations)
     else:
         keypoints = [None] * len(annotations)

@@ -36,7 +36,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from safefakes_jax.data import atomic_io, root_paths, wider
+from safefakes_jax.data import atomic_io, landmarks_sidecar, root_paths, wider
 
 ENGINE_VERSION = 1  # Bump when the engine's output bytes change for the same settings.
 CONFIG_FILE = 'anonymization_config.json'
@@ -163,7 +163,8 @@ def metadata_files() -> list[str]:
     """The names, relative to `dst`, of every non-image file the engine writes."""
     files = [CONFIG_FILE, MANIFEST, PARTIAL, FLOOR_CONFIG, FLOOR_MANIFEST, FLOOR_PARTIAL]
     for split in wider.SPLITS:
-        files += [f'wider_face_split/wider_face_{split}_bbx_gt.txt', f'landmarks/{split}.jsonl']
+        files += [f'wider_face_split/wider_face_{split}_bbx_gt.txt',
+                  landmarks_sidecar.relative_path(split)]
     return files
 
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.io
 
-from safefakes_jax.data import atomic_io, root_paths, wider
+from safefakes_jax.data import atomic_io, landmarks_sidecar, root_paths, wider
 
 GROUND_TRUTH_DIR = 'eval_tools/ground_truth'
 # The variables of the official ground-truth .mat files (wider_face_val.mat, wider_*_val.mat).
@@ -65,21 +65,15 @@ def copy_bbx_gt(src_txt: str, dst_txt: str, drop: set[str], image_format: str) -
 
 def copy_sidecar(src: str, dst: str, drop: set[str], image_format: str) -> None:
     """Copies `landmarks/<split>.jsonl` with the same edits as the txt."""
-    with open(src, encoding='utf-8') as f:
-        lines = f.readlines()
-    out = []
-    for line in lines:
-        record = json.loads(line) if line.strip() else None
-        if record is None or not isinstance(record, dict) or 'image' not in record:
-            out.append(line)
-            continue
-        if record['image'] in drop:
-            continue
-        new = output_name(record['image'], image_format)
-        if new != record['image']:
-            record['image'] = new
-            line = json.dumps(record, separators=(',', ':')) + '\n'
-        out.append(line)
+    lines = wider.read_text_lines(src)
+    out = [line + '\n' for line in lines]
+    for lineno, record in landmarks_sidecar.read(src):
+        name = record['image']
+        if name in drop:
+            out[lineno - 1] = ''
+        elif output_name(name, image_format) != name:
+            record['image'] = output_name(name, image_format)
+            out[lineno - 1] = json.dumps(record, separators=(',', ':')) + '\n'
     atomic_io.write_text(dst, ''.join(out))
 
 
@@ -125,15 +119,10 @@ def load_keypoints(src: str, split: str, annotations: Sequence[wider.ImageAnnota
                    ) -> list[list[dict | None] | None]:
     """Per image, per face keypoints from `src/landmarks/<split>.jsonl` (None where missing or
     where the sidecar's box disagrees with the annotation's)."""
-    path = os.path.join(src, 'landmarks', f'{split}.jsonl')
+    path = landmarks_sidecar.path(src, split)
     if not os.path.isfile(path):
         return [None] * len(annotations)
-    by_name = {}
-    with open(path, encoding='utf-8') as f:
-        for line in f:
-            if line.strip():
-                record = json.loads(line)
-                by_name[record['image']] = record['faces']
+    by_name = {record['image']: record['faces'] for _, record in landmarks_sidecar.read(path)}
     out = []
     for ann in annotations:
         faces = by_name.get(ann.name)

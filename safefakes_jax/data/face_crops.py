@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import json
 import os
 
 import cv2
 import numpy as np
 
-from safefakes_jax.data import atomic_io, images, root_paths, wider
+from safefakes_jax.data import atomic_io, images, landmarks_sidecar, root_paths, wider
 
 EXPANSION = 0.35
 KEYPOINT_NAMES = ('nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear', 'left_shoulder',
@@ -121,21 +120,12 @@ def points_to_crop(points, crop_xyxy, size: int) -> np.ndarray:
 
 def read_sidecar(root: str | os.PathLike, split: str) -> list[dict]:
     """Reads `landmarks/<split>.jsonl` of a WIDER-layout folder (one dict per image)."""
-    path = os.path.join(os.fspath(root), 'landmarks', f'{split}.jsonl')
+    path = landmarks_sidecar.path(root, split)
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f'{path}: landmarks sidecar not found; face crops need it. Create a synthetic set '
             'with: python tools/make_synthetic_wider.py --out DIR --train N --val M')
-    records = []
-    with open(path, encoding='utf-8') as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise wider.FormatError(path, lineno, f'invalid JSON: {e}') from None
-    return records
+    return [record for _, record in landmarks_sidecar.read(path)]
 
 
 def make_face_crops(root: str | os.PathLike, split: str, size: int = 128,

@@ -61,7 +61,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from safefakes_jax.data import atomic_io, wider
+from safefakes_jax.data import atomic_io, landmarks_sidecar, wider
 from safefakes_jax.data import synthetic_faces as sf
 
 SPLIT_IDS = {'train': 0, 'val': 1}
@@ -510,7 +510,7 @@ def generate(out_dir: str | os.PathLike, n_train: int, n_val: int, seed: int = 0
         anns = [r.annotation for r in part]
         wider.write_bbx_gt(os.path.join(out_dir, 'wider_face_split',
                                         f'wider_face_{split}_bbx_gt.txt'), anns)
-        atomic_io.write_text(os.path.join(out_dir, 'landmarks', f'{split}.jsonl'), ''.join(
+        atomic_io.write_text(landmarks_sidecar.path(out_dir, split), ''.join(
             json.dumps(r.record, separators=(',', ':')) + '\n' for r in part))
         keep = None
         if split == 'val':
