@@ -2,6 +2,7 @@
 `tools/audit_anonymized.py`): planted leaks, the JPEG tolerance, the dlib identity distance on
 `skimage.data.astronaut`, the manifest summary, missing and corrupt images, bad input."""
 
+import importlib
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'tools'))
 
 import audit_anonymized  # noqa: E402
 
-from safefakes_jax.anonymizers import audit, identity  # noqa: E402
+from safefakes_jax.anonymizers import audit, audit_variants, base, identity  # noqa: E402
 from safefakes_jax.data import synthetic, wider  # noqa: E402
 
 # The astronaut's face as dlib's frontal detector finds it: rectangle (175, 76)-(265, 166),
@@ -219,3 +220,101 @@ def test_bad_input_exit_2_names_the_path(orig, tmp_path, capsys):
     txt.write_text('a/b.jpg\n1\n1 2 3\n')
     assert audit_anonymized.main(['--orig', orig, '--anon', str(anon)]) == 2
     assert f'{txt}:3' in capsys.readouterr().err
+
+
+def audited(result: audit.AuditResult) -> list[audit.FaceRow]:
+    return [r for r in result.rows if r.status == audit.AUDITED]
+
+
+@pytest.mark.parametrize('kind', ['bright6', 'noise6', 'ring70'])
+def test_near_copies_are_leaks_by_the_near_copy_rule(orig, tmp_path, kind):
+    # Item 7: every pixel may have moved (brightness, noise) or a ring been blacked out, yet
+    # the face is still there: the structural rule must fire where the pixel rule does not.
+    audit_variants.write_copy(orig, tmp_path / kind, audit_variants.variant_transform(kind))
+    result = audit.audit(orig, tmp_path / kind, options=audit.AuditOptions(identity_min_px=0),
+                         progress=False)
+    rows = audited(result)
+    assert rows and result.exit_status == 1
+    assert all(r.leak and audit.NEAR_COPY in r.leak_rules for r in rows if r.box[2] >= 20)
+    assert sum(audit.NEAR_COPY in r.leak_rules for r in rows) >= 0.9 * len(rows)
+    if kind != 'ring70':  # Brightness and noise move most pixels beyond `tol`: the pixel
+        # rule alone passes every one of these faces.
+        assert not any(audit.UNCHANGED_PIXELS in r.leak_rules for r in rows)
+    per_rule = result.summary['all']['leaks_by_rule']
+    assert per_rule[audit.NEAR_COPY] == sum(audit.NEAR_COPY in r.leak_rules for r in rows)
+
+
+def test_methods_outputs_are_not_near_copies(orig):
+    # The rule's other side: the legitimate outputs score well below the threshold.
+    txt, images = wider.split_paths(orig, 'train')
+    for name in ('blackout', 'pixelate'):
+        method = base.create_from_config(importlib.import_module(
+            f'configs.anonymize.{name}').get_config('smoke').anonymizer)
+        for ann in wider.read_bbx_gt(txt):
+            rgb = audit.read_rgb(os.path.join(images, ann.name))
+            out = reencode(method(rgb, ann.boxes, rng=np.random.default_rng(0)).image)
+            scores = [audit.near_copy_score(rgb, out, b) for b in ann.boxes if b[2] >= 20]
+            assert all(s < audit.NEAR_COPY_THRESHOLD for s in scores), (name, scores)
+
+
+def test_identity_is_measured_only_where_a_face_is_found(orig, tmp_path):
+    # Item 8: a blacked-out face shows the detector no face (never a "match"), the unaltered
+    # copy matches every measurable face; faces whose original is not detectable are apart.
+    options = audit.AuditOptions(identity_min_px=40, near_copy=1.1, min_changed=0.0)
+    make_copy(orig, str(tmp_path / 'black'))
+    black = audit.audit(orig, tmp_path / 'black', options=options, progress=False)
+    audit_variants.write_copy(orig, tmp_path / 'same', audit_variants.variant_transform(
+        'reencode'))
+    same = audit.audit(orig, tmp_path / 'same', options=options, progress=False)
+    b, s = black.summary['all'], same.summary['all']
+    assert s['identity_faces'] > 0 and s['identity_match_rate'] == 1.0
+    assert s['identity_no_face_found'] == 0
+    assert b['identity_faces'] == s['identity_faces']  # The same originals are measurable.
+    assert b['identity_match_rate'] == 0.0 and b['identity_no_face_found'] == b['identity_faces']
+    assert not black.leaks
+    assert {r.identity_status for r in audited(black)} <= {
+        identity.NO_FACE_FOUND, identity.NO_FACE_IN_ORIGINAL, None}
+    leaks = [r for r in same.leaks if r.identity_status == identity.MATCH]
+    assert leaks and all(audit.IDENTITY_MATCH in r.leak_rules for r in leaks)
+    assert all(r.identity_distance < identity.MATCH_THRESHOLD for r in leaks)
+
+
+def test_audit_refuses_names_out_of_their_folder_and_collisions(orig, tmp_path, capsys):
+    # Item 1 for the audit: every name from a txt or the manifest stays inside its folder;
+    # item 4: two names one key apart are refused, never silently paired.
+    args = ['--workers', '1', '--no_progress', '--identity_min_px', '0']
+    anon = tmp_path / 'anon'
+    make_copy(orig, str(anon))
+    txt = wider.split_paths(str(anon), 'train')[0]
+    lines = open(txt).read().splitlines()
+    first = lines[0]
+    open(txt, 'w').write('\n'.join(['../../../x/' + first] + lines[1:]) + '\n')
+    assert audit_anonymized.main(['--orig', orig, '--anon', str(anon)] + args) == 2
+    assert f'{txt}:1' in capsys.readouterr().err
+    open(txt, 'w').write('\n'.join(lines) + '\n')
+    target = anon / 'WIDER_train' / 'images' / first
+    target.unlink()
+    target.symlink_to(os.path.join(orig, 'WIDER_train', 'images', first))
+    assert audit_anonymized.main(['--orig', orig, '--anon', str(anon)] + args) == 2
+    assert 'outside' in capsys.readouterr().err
+    target.unlink()
+    make_copy(orig, str(anon), manifest=True)
+    manifest = anon / audit.MANIFEST
+    entries = [json.loads(x) for x in manifest.read_text().splitlines()]
+    entries[1]['output'] = '/etc/passwd'
+    manifest.write_text(''.join(json.dumps(e) + '\n' for e in entries))
+    assert audit_anonymized.main(['--orig', orig, '--anon', str(anon)] + args) == 2
+    assert f'{manifest}:2' in capsys.readouterr().err
+    make_copy(orig, str(anon), manifest=True)
+    orig2 = tmp_path / 'orig2'
+    shutil.copytree(orig, orig2)
+    otxt = wider.split_paths(str(orig2), 'train')[0]
+    text = open(otxt).read()
+    png = os.path.splitext(first)[0] + '.png'
+    shutil.copy(orig2 / 'WIDER_train' / 'images' / first, orig2 / 'WIDER_train' / 'images' / png)
+    block = text.split('\n')
+    n = 2 + max(1, int(block[1]))
+    open(otxt, 'a').write('\n'.join([png] + block[1:n]) + '\n')
+    assert audit_anonymized.main(['--orig', str(orig2), '--anon', str(anon)] + args) == 2
+    err = capsys.readouterr().err
+    assert first in err and png in err and f'{otxt}:1' in err

@@ -6,13 +6,29 @@ anonymized face) the audit compares the anonymized image with the original insid
 
 * `changed_share`: the share of pixels whose luma changed by more than `tol`;
 * `mean_abs_change`: the mean absolute change over the box's pixels and RGB channels (0..255);
-* for faces at least `identity_min_px` wide and high (default 40): the dlib face-recognition
-  distance between the original and the anonymized face, both aligned with the original's
-  5-point landmarks (`identity`), and whether it is still a match (distance < 0.6).
+* `near_copy_score`: structure-weighted SSIM of the box's luma, best half-size sub-window
+  (`audit_measures`; 1 = the original's structure is all there);
+* for faces at least `identity_min_px` wide and high (default 40): the gated dlib identity
+  verdict (`identity.IdentityModel.check`): `match`, `no_match`, `no_face_found` (the
+  anonymized crop shows the face detector no face) or `no_face_in_original` (the original's
+  face is not detectable, identity not measured), with the descriptor distance when both faces
+  were found.
 
-A face with `changed_share < min_changed` (default 0.5) is a *leak*: it was left (essentially)
-unchanged. The pixel-change test is what the exit status rests on; the identity distance is a
-second, softer measure (a mild blur changes every pixel yet may still match).
+A face is a *leak* when any of three rules fires (all that fire are listed in `leak_rules`):
+
+* `unchanged_pixels`: `changed_share < min_changed` (default 0.5): left (essentially) as it was;
+* `near_copy`: `near_copy_score >= near_copy` (default 0.95): every pixel may have moved, but the
+  original's structure is intact (a brightness or contrast shift, added noise, a blacked-out
+  outer ring around an intact centre);
+* `identity_match`: the anonymized face is still recognized as the original's person.
+
+Each rule alone misses leaks the others catch: brightening by 6 grey levels or adding +-6 noise
+changes most pixels by more than `tol` (today's rule passes them) yet keeps both the structure
+and the identity; a 25 x 25 blur of a large face changes every pixel and lowers SSIM, yet the
+face may still be recognized; identity is measured on faces >= 40 px only, and only where the
+original face is detectable (70% of the synthetic set's large faces), so the pixel rules carry
+the small ones. Calibration figures: `audit_measures` and `identity` docstrings,
+`benchmarks/audit_calibration.py`.
 
 Why luma and why `tol = 4`. Output JPEGs are re-encoded (quality 95), so untouched pixels differ
 by coding noise. Most of that noise is in chroma: 4:2:0 subsampling smears saturated colour
@@ -31,7 +47,9 @@ q90 source: up to 45% of a face's pixels above 4): raise `tol` for such copies.
 Failures never pass silently: a face whose anonymized image is missing (a failed image) is
 `missing`; one whose images cannot be compared (unreadable, different size, original missing)
 is `unverified`. Missing faces are listed (a missing image leaks nothing); unverified faces,
-like leaks, make `exit_status` 1.
+like leaks, make `exit_status` 1. Bad input is refused before anything is compared
+(`audit_inputs`): a name in a txt or in the manifest that escapes its folder (`..`, an absolute
+path, a symlink out of it) and two names that would be matched with the same image.
 
 With `anonymization_manifest.jsonl` in the copy, each face row carries its record
 (`anonymized`, `skipped:<reason>`, `fallback:<reason>`), the summary groups faces by the
@@ -42,7 +60,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import multiprocessing
 import os
 import time
@@ -52,17 +69,23 @@ from typing import Any
 import cv2
 import numpy as np
 
-from safefakes_jax.data import wider
+from safefakes_jax.anonymizers import audit_inputs
+from safefakes_jax.anonymizers.audit_inputs import MANIFEST, AuditInputError, _key  # noqa: F401
+from safefakes_jax.anonymizers.audit_measures import (  # noqa: F401 (re-exported)
+    DEFAULT_TOL,
+    NEAR_COPY_THRESHOLD,
+    clip_box,
+    near_copy_score,
+    pixel_change,
+    read_rgb,
+)
 
-LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)  # BT.601, RGB order.
-DEFAULT_TOL = 4.0
 DEFAULT_MIN_CHANGED = 0.5
 DEFAULT_MIN_FACE_PX = 10
 DEFAULT_IDENTITY_MIN_PX = 40
 MATCH_THRESHOLD = 0.6  # dlib's same-person threshold (identity.MATCH_THRESHOLD).
-MANIFEST = 'anonymization_manifest.jsonl'
-CONFIG_FILE = 'anonymization_config.json'
-PARTIAL = '.anonymization_manifest.partial.jsonl'  # Present while a run is unfinished.
+ORIGINAL_MIN_SCORE = -0.5  # identity.ORIGINAL_MIN_SCORE (dlib loads only when needed).
+ANONYMIZED_MIN_SCORE = -1.0  # identity.ANONYMIZED_MIN_SCORE.
 
 # Face statuses. Only AUDITED faces enter the leak rate; the others are counted apart.
 AUDITED = 'audited'
@@ -72,9 +95,12 @@ SMALL = 'not_audited:below_min_face_px'
 MISSING = 'missing'
 UNVERIFIED = 'unverified'  # Followed by ':<reason>'.
 
-
-class AuditInputError(FileNotFoundError):
-    """Bad input: a missing folder or file; the message names the path."""
+# Leak rules, in the order they are listed.
+UNCHANGED_PIXELS = 'unchanged_pixels'
+NEAR_COPY = 'near_copy'
+IDENTITY_MATCH = 'identity_match'
+RULES = (UNCHANGED_PIXELS, NEAR_COPY, IDENTITY_MATCH)
+ID_STATUSES = ('match', 'no_match', 'no_face_found', 'no_face_in_original')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,15 +109,21 @@ class AuditOptions:
 
     Attributes:
       min_face_px: faces narrower than this are not audited.
-      identity_min_px: faces at least this wide and high get the identity distance; 0 = none.
+      identity_min_px: faces at least this wide and high get the identity verdict; 0 = none.
       tol: a pixel has changed when its luma differs by more than this (0..255 scale).
       min_changed: a face with a smaller share of changed pixels is a leak.
+      near_copy: a face whose `near_copy_score` is at least this is a leak; > 1 disables.
+      original_min_score: HOG score an original face needs for identity to be measured.
+      anonymized_min_score: HOG score below which the anonymized crop shows no face.
     """
 
     min_face_px: int = DEFAULT_MIN_FACE_PX
     identity_min_px: int = DEFAULT_IDENTITY_MIN_PX
     tol: float = DEFAULT_TOL
     min_changed: float = DEFAULT_MIN_CHANGED
+    near_copy: float = NEAR_COPY_THRESHOLD
+    original_min_score: float = ORIGINAL_MIN_SCORE
+    anonymized_min_score: float = ANONYMIZED_MIN_SCORE
 
 
 @dataclasses.dataclass
@@ -107,9 +139,15 @@ class FaceRow:
       status: `audited`, `not_audited:<reason>`, `missing` or `unverified:<reason>`.
       changed_share: share of box pixels whose luma changed by more than `tol`.
       mean_abs_change: mean |delta| over the box's pixels and RGB channels.
-      identity_distance: dlib descriptor distance original vs anonymized (large faces only).
-      identity_match: identity_distance < 0.6.
-      leak: audited and changed_share < min_changed.
+      near_copy_score: structure-weighted SSIM against the original (`audit_measures`).
+      identity_status: `match`, `no_match`, `no_face_found`, `no_face_in_original`; None when
+        not measured (small face, identity off).
+      identity_distance: dlib descriptor distance original vs anonymized (both faces found).
+      identity_match: True / False where identity was measured (None otherwise).
+      face_score_original: HOG score of the original's face (None: none above the gate).
+      face_score_anonymized: HOG score of the anonymized face.
+      leak_rules: the rules that fired (`RULES` order).
+      leak: audited and at least one rule fired.
       record: the manifest's record for this face, if there is a manifest.
     """
 
@@ -121,8 +159,13 @@ class FaceRow:
     status: str
     changed_share: float | None = None
     mean_abs_change: float | None = None
+    near_copy_score: float | None = None
+    identity_status: str | None = None
     identity_distance: float | None = None
     identity_match: bool | None = None
+    face_score_original: float | None = None
+    face_score_anonymized: float | None = None
+    leak_rules: list[str] = dataclasses.field(default_factory=list)
     leak: bool = False
     record: str | None = None
 
@@ -151,61 +194,11 @@ class AuditResult:
     exit_status: int
 
 
-@dataclasses.dataclass(frozen=True)
-class _Task:
-    name: str
-    orig_path: str
-    anon_name: str | None
-    anon_path: str | None
-    boxes: tuple[tuple[int, int, int, int], ...]
-    method: str
-    records: tuple[str | None, ...]
+# --------------------------------------------------------------------------- per image
 
 
-# --------------------------------------------------------------------------- measurements
-
-
-def clip_box(box_xywh: Sequence[int], height: int, width: int) -> tuple[slice, slice] | None:
-    """The numpy index `image[rows, cols]` of a WIDER box clipped to the image; None if empty."""
-    x, y, w, h = (int(v) for v in box_xywh)
-    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
-    if w <= 0 or h <= 0 or x1 <= x0 or y1 <= y0:
-        return None
-    return slice(y0, y1), slice(x0, x1)
-
-
-def pixel_change(original: np.ndarray, anonymized: np.ndarray, box_xywh: Sequence[int],
-                 tol: float = DEFAULT_TOL) -> tuple[float, float] | None:
-    """How much the face in `box_xywh` changed.
-
-    Args:
-      original: RGB uint8 [H, W, 3].
-      anonymized: RGB uint8, same shape.
-      box_xywh: WIDER `x y w h`.
-      tol: luma tolerance (module docstring).
-
-    Returns:
-      (share of pixels with |delta luma| > tol, mean |delta| over pixels and channels), or None
-      when the box is empty after clipping.
-    """
-    if original.shape != anonymized.shape:
-        raise ValueError(f'image shapes differ: {original.shape} vs {anonymized.shape}')
-    region = clip_box(box_xywh, *original.shape[:2])
-    if region is None:
-        return None
-    diff = anonymized[region].astype(np.float32) - original[region].astype(np.float32)
-    luma = np.abs(diff @ LUMA_WEIGHTS)
-    return float(np.mean(luma > tol)), float(np.mean(np.abs(diff)))
-
-
-def read_rgb(path: str) -> np.ndarray | None:
-    """An image file as RGB uint8, EXIF orientation ignored (as the engine and TF decode it);
-    None if it is missing or does not decode."""
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def _audit_image(task: _Task, options: AuditOptions) -> tuple[list[FaceRow], float, int]:
+def _audit_image(task: audit_inputs.Task, options: AuditOptions
+                 ) -> tuple[list[FaceRow], float, int]:
     """Rows of one image, the seconds spent in the identity model and its face count."""
     rows = [FaceRow(task.name, task.anon_name, i, list(box), task.method, AUDITED,
                     record=task.records[i]) for i, box in enumerate(task.boxes)]
@@ -240,7 +233,7 @@ def _audit_image(task: _Task, options: AuditOptions) -> tuple[list[FaceRow], flo
             r.status = OUTSIDE
             continue
         r.changed_share, r.mean_abs_change = change
-        r.leak = r.changed_share < options.min_changed
+        r.near_copy_score = near_copy_score(original, anonymized, r.box)
     large = [r for r in candidates if r.status == AUDITED and options.identity_min_px > 0
              and min(r.box[2], r.box[3]) >= options.identity_min_px]
     seconds = 0.0
@@ -248,11 +241,21 @@ def _audit_image(task: _Task, options: AuditOptions) -> tuple[list[FaceRow], flo
         from safefakes_jax.anonymizers import identity  # dlib loads only when needed.
 
         start = time.perf_counter()
-        dist = identity.load().distances(original, anonymized, [r.box for r in large])
+        checks = identity.load().check(original, anonymized, [r.box for r in large],
+                                       options.original_min_score, options.anonymized_min_score)
         seconds = time.perf_counter() - start
-        for r, d in zip(large, dist, strict=True):
-            r.identity_distance = float(d)
-            r.identity_match = bool(d < MATCH_THRESHOLD)
+        for r, c in zip(large, checks, strict=True):
+            r.identity_status, r.identity_distance, r.identity_match = (c.status, c.distance,
+                                                                         c.match)
+            r.face_score_original, r.face_score_anonymized = (c.original_score,
+                                                              c.anonymized_score)
+    for r in candidates:
+        if r.status == AUDITED:
+            r.leak_rules = [rule for rule, fired in (
+                (UNCHANGED_PIXELS, r.changed_share < options.min_changed),
+                (NEAR_COPY, r.near_copy_score >= options.near_copy),
+                (IDENTITY_MATCH, r.identity_status == 'match')) if fired]
+            r.leak = bool(r.leak_rules)
     return rows, seconds, len(large)
 
 
@@ -265,126 +268,9 @@ def _init_worker(options: AuditOptions) -> None:
     cv2.setNumThreads(1)  # One image per process; threads would only contend.
 
 
-def _work(task: _Task) -> tuple[list[FaceRow], float, int]:
+def _work(task: audit_inputs.Task) -> tuple[list[FaceRow], float, int]:
     assert _OPTIONS is not None
     return _audit_image(task, _OPTIONS)
-
-
-# --------------------------------------------------------------------------- input
-
-
-def _key(name: str) -> str:
-    """`event/name` without extension: matches `.jpg` originals with `.png` outputs."""
-    return os.path.splitext(name.strip().replace(os.sep, '/'))[0]
-
-
-def read_manifest(path: str, split: str) -> tuple[dict[str, dict], int]:
-    """The manifest entries of `split`, keyed by `_key(image)`, and the count of unparsable
-    lines (a torn last line of an interrupted run, say). Entries without `split` count for
-    every split. Missing file: ({}, 0)."""
-    entries, bad = {}, 0
-    try:
-        with open(path, encoding='utf-8') as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    entry = None
-                if not isinstance(entry, dict) or not isinstance(entry.get('image'), str):
-                    bad += 1
-                elif entry.get('split', split) == split:
-                    entries[_key(entry['image'])] = entry
-    except FileNotFoundError:
-        pass
-    return entries, bad
-
-
-def _read_config(anon: str) -> dict:
-    try:
-        with open(os.path.join(anon, CONFIG_FILE), encoding='utf-8') as f:
-            config = json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return config.get('settings', config) if isinstance(config, dict) else {}
-
-
-def _plan(orig: str, anon: str, split: str, method: str | None
-          ) -> tuple[list[_Task], dict[str, dict], list[str], dict[str, int]]:
-    """The per-image tasks, the manifest entries, warnings and input counts."""
-    if not os.path.isdir(orig):
-        raise AuditInputError(f'original folder not found: {orig}')
-    if not os.path.isdir(anon):
-        raise AuditInputError(f'anonymized folder not found: {anon}')
-    if os.path.realpath(orig) == os.path.realpath(anon):
-        raise AuditInputError(f'--orig and --anon are the same folder: {orig}')
-    orig_txt, orig_images = wider.split_paths(orig, split)
-    anon_txt, anon_images = wider.split_paths(anon, split)
-    for path, what in ((orig_txt, 'original annotations'), (orig_images, 'original images'),
-                       (anon_txt, 'anonymized annotations'),
-                       (anon_images, 'anonymized images')):
-        if not os.path.exists(path):
-            raise AuditInputError(f'{what} not found: {path}')
-    originals = wider.read_bbx_gt(orig_txt, allow_negative=True)
-    copies = {_key(a.name): a for a in wider.read_bbx_gt(anon_txt, allow_negative=True)}
-    entries, bad_lines = read_manifest(os.path.join(anon, MANIFEST), split)
-    config = _read_config(anon)
-    anonymizer = config.get('anonymizer')
-    default_method = (anonymizer.get('name') if isinstance(anonymizer, dict) else None) \
-        or os.path.basename(os.path.normpath(anon))
-    warnings = []
-    if os.path.exists(os.path.join(anon, PARTIAL)):
-        warnings.append(f'{os.path.join(anon, PARTIAL)} exists: the anonymization run has not '
-                        'finished (or was interrupted)')
-    if bad_lines:
-        warnings.append(f'{os.path.join(anon, MANIFEST)}: {bad_lines} unparsable lines ignored')
-    if config.get('image_format', 'jpeg') == 'jpeg' and int(config.get('jpeg_quality', 95)) < 90:
-        warnings.append(f'copy written at JPEG quality {config["jpeg_quality"]}: the luma '
-                        'tolerance was measured for quality 95; consider a larger --tol')
-    counts = collections.Counter()
-    tasks = []
-    for ann in originals:
-        key = _key(ann.name)
-        entry = entries.get(key)
-        copy = copies.get(key)
-        anon_name = copy.name if copy is not None else None
-        if copy is not None and not np.array_equal(copy.boxes, ann.boxes):
-            counts['annotation_mismatch'] += 1
-        if anon_name is None:  # Not in the copy's txt: the file may still be there.
-            out = entry.get('output') if entry else None
-            probes = ([out] if isinstance(out, str) else []) + [key + '.jpg', key + '.png']
-            anon_name = next((p for p in probes
-                              if os.path.isfile(os.path.join(anon_images, p))), None)
-            if anon_name is not None:
-                counts['images_not_in_txt'] += 1
-        anon_path = os.path.join(anon_images, anon_name) if anon_name else None
-        if anon_path is not None and not os.path.isfile(anon_path):
-            anon_path = None  # Listed in the txt, but the file is gone.
-        records: list[str | None] = [None] * len(ann.boxes)
-        if entry is not None:
-            faces = entry.get('faces') or []
-            if len(faces) == len(ann.boxes):
-                records = [str(r) for r in faces]
-            elif entry.get('status', 'ok') == 'ok':
-                counts['manifest_face_count_mismatch'] += 1
-        label = method or (entry.get('method') if entry else None) or default_method
-        tasks.append(_Task(ann.name, os.path.join(orig_images, ann.name),
-                           anon_name if anon_path else None, anon_path,
-                           tuple(tuple(int(v) for v in b) for b in ann.boxes), str(label),
-                           tuple(records)))
-    extra = set(copies) - {_key(a.name) for a in originals}
-    for what, n in (('annotation_mismatch', 'images whose boxes differ between the txts'),
-                    ('images_not_in_txt', 'images absent from the copy\'s txt but on disk '
-                     '(audited)'),
-                    ('manifest_face_count_mismatch', 'manifest entries whose face count differs '
-                     'from the annotation (records not used)')):
-        if counts[what]:
-            warnings.append(f'{counts[what]} {n}')
-    if extra:
-        warnings.append(f'{len(extra)} images in the copy\'s txt are not in the original\'s '
-                        f'(first: {sorted(extra)[0]}); not audited')
-    return tasks, entries, warnings, dict(counts)
 
 
 # --------------------------------------------------------------------------- summary
@@ -395,15 +281,24 @@ def _mean(values: Iterable[float]) -> float | None:
     return round(float(np.mean(values)), 4) if values else None
 
 
+def _rate(n: int, total: int) -> float | None:
+    return round(n / total, 6) if total else None
+
+
 def summarize_rows(rows: Sequence[FaceRow]) -> dict[str, Any]:
-    """Totals over `rows`: faces per status, leak rate (leaks / audited faces), mean changed
-    share and mean absolute change of the audited faces, identity-match rate and mean distance
-    over the faces with a distance."""
+    """Totals over `rows`: faces per status, leak rate (leaks / audited faces) and leaks per
+    rule (a face may fire several), mean changed share, mean absolute change and mean near-copy
+    score of the audited faces, and the identity verdicts: `identity_faces` are the faces whose
+    original face was detectable (measured), `identity_match_rate` = matches / those, with the
+    `no_face_found` ones counted as not matching and listed apart; faces whose original was not
+    detectable are `identity_no_face_in_original`."""
     status = collections.Counter(r.status.split(':')[0] if r.status.startswith(UNVERIFIED)
                                  else r.status for r in rows)
     audited = [r for r in rows if r.status == AUDITED]
-    with_id = [r for r in audited if r.identity_distance is not None]
+    verdicts = collections.Counter(r.identity_status for r in audited if r.identity_status)
+    measured = verdicts['match'] + verdicts['no_match'] + verdicts['no_face_found']
     leaks = sum(r.leak for r in audited)
+    per_rule = {rule: sum(rule in r.leak_rules for r in audited) for rule in RULES}
     return {
         'faces_annotated': len(rows),
         'faces_audited': len(audited),
@@ -412,20 +307,27 @@ def summarize_rows(rows: Sequence[FaceRow]) -> dict[str, Any]:
         'faces_missing': status[MISSING],
         'faces_unverified': status[UNVERIFIED],
         'leaks': leaks,
-        'leak_rate': round(leaks / len(audited), 6) if audited else None,
+        'leak_rate': _rate(leaks, len(audited)),
+        'leaks_by_rule': per_rule,
+        'leak_rate_by_rule': {rule: _rate(n, len(audited)) for rule, n in per_rule.items()},
         'mean_changed_share': _mean(r.changed_share for r in audited),
         'mean_abs_change': _mean(r.mean_abs_change for r in audited),
-        'identity_faces': len(with_id),
-        'identity_match_rate': (round(sum(r.identity_match for r in with_id) / len(with_id), 6)
-                                if with_id else None),
-        'mean_identity_distance': _mean(r.identity_distance for r in with_id),
+        'mean_near_copy_score': _mean(r.near_copy_score for r in audited),
+        'identity_faces': measured,
+        'identity_matches': verdicts['match'],
+        'identity_match_rate': _rate(verdicts['match'], measured),
+        'identity_no_match': verdicts['no_match'],
+        'identity_no_face_found': verdicts['no_face_found'],
+        'identity_no_face_in_original': verdicts['no_face_in_original'],
+        'mean_identity_distance': _mean(r.identity_distance for r in audited
+                                        if r.identity_distance is not None),
     }
 
 
 def summarize_manifest(entries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Counts of the manifest's face records (`anonymized`, `skipped`, `fallback`, and each full
     record) and of its failed images."""
-    records = collections.Counter()
+    records: collections.Counter = collections.Counter()
     failed = 0
     for entry in entries:
         failed += entry.get('status', 'ok') != 'ok'
@@ -441,7 +343,8 @@ def summarize_manifest(entries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 def audit(orig: str | os.PathLike, anon: str | os.PathLike, split: str = 'train',
           options: AuditOptions | None = None, workers: int = 1, method: str | None = None,
-          fail_on_missing: bool = False, progress: bool = True) -> AuditResult:
+          fail_on_missing: bool = False, progress: bool = True,
+          max_images: int | None = None) -> AuditResult:
     """Audits the anonymized copy `anon` of the WIDER-layout folder `orig` (module docstring).
 
     Args:
@@ -453,6 +356,8 @@ def audit(orig: str | os.PathLike, anon: str | os.PathLike, split: str = 'train'
       method: label for every face, overriding the manifest's `method`.
       fail_on_missing: a missing image also makes `exit_status` 1.
       progress: show a tqdm progress bar.
+      max_images: audit only the first this many images of the original's txt (all: None).
+        The whole input is still checked.
 
     Returns:
       An `AuditResult`.
@@ -460,13 +365,19 @@ def audit(orig: str | os.PathLike, anon: str | os.PathLike, split: str = 'train'
     Raises:
       AuditInputError: a missing folder or annotation file (the message names the path).
       wider.FormatError: a malformed annotation file (names file and line).
+      root_paths.PathEscapeError: a name in a txt or the manifest that is unsafe or resolves
+        outside its folder (names file and line).
+      NameCollisionError: two names matched with the same image (names both).
     """
     from tqdm import tqdm
 
     options = options or AuditOptions()
     start = time.perf_counter()
     orig, anon = os.fspath(orig), os.fspath(anon)
-    tasks, entries, warnings, counts = _plan(orig, anon, split, method)
+    tasks, manifest, warnings, counts = audit_inputs.plan(orig, anon, split, method)
+    if max_images is not None:
+        tasks = tasks[:max_images]
+    entries = manifest.entries
     workers = (os.cpu_count() or 1) if workers <= 0 else workers
     per_task: list[list[FaceRow]] = []
     id_seconds, id_faces = 0.0, 0
@@ -517,7 +428,8 @@ def audit(orig: str | os.PathLike, anon: str | os.PathLike, split: str = 'train'
     summary = {
         'orig': orig, 'anon': anon, 'split': split,
         'options': dataclasses.asdict(options) | {'match_threshold': MATCH_THRESHOLD,
-                                                  'change_measure': 'abs delta luma (BT.601)'},
+                                                  'change_measure': 'abs delta luma (BT.601)',
+                                                  'max_images': max_images},
         'images': len(tasks), 'images_missing': len(missing),
         'manifest': bool(entries),
         'methods': methods,
