@@ -38,7 +38,8 @@ from configs import dsfd_original  # noqa: E402
 from safefakes_jax import sharding  # noqa: E402
 from safefakes_jax.detection import anchors, matching, multibox_loss  # noqa: E402
 from safefakes_jax.models import dsfd  # noqa: E402
-from safefakes_jax.train import detector_step, train_state  # noqa: E402
+from safefakes_jax.train import detector_step, detector_trainer  # noqa: E402
+from safefakes_jax.train import state as state_lib  # noqa: E402
 
 CASES = {'smoke': dict(width=0.125, size=256, batch=8), 'mid': dict(width=0.25, size=640,
                                                                     batch=2)}
@@ -64,14 +65,15 @@ def run_case(name: str, steps: int, repeats: int) -> None:
     size, batch_size = case['size'], case['batch']
     mesh = sharding.make_mesh(1)
     model = dsfd.DSFD(width=case['width'])
-    schedule, tx = train_state.optimizer_from_config(config.train)
+    config.data.image_size = size
+    networks, schedule = detector_trainer.specs(config, model)
     rng = np.random.default_rng(0)
     host = [synthetic_batch(rng, batch_size, size, config.data.max_boxes) for _ in range(2)]
     batches = [detector_step.shard_batch(b, mesh) for b in host]
     key = jax.device_put(jax.random.key(1), sharding.replicated(mesh))
 
     def fresh_state():
-        return train_state.create_train_state(model, tx, jax.random.key(0), size, mesh)
+        return state_lib.create(networks, jax.random.key(0), mesh)
 
     full_step = detector_step.make_train_step(model, schedule, mesh, image_size=size)
     state = fresh_state()
@@ -87,8 +89,10 @@ def run_case(name: str, steps: int, repeats: int) -> None:
 
     @jax.jit
     def network_step(s, batch):
-        grads = jax.grad(network_loss)(s.params, batch['image'])
-        return s.apply_gradients(grads), optax.tree.norm(grads)
+        net = s.nets[detector_step.NETWORK]
+        grads = jax.grad(network_loss)(net.params, batch['image'])
+        return s.update(**{detector_step.NETWORK: net.apply_gradients(grads)}).next_step(), \
+            optax.tree.norm(grads)
 
     nstate = fresh_state()
 
@@ -99,7 +103,7 @@ def run_case(name: str, steps: int, repeats: int) -> None:
 
     first, second = anchors.shot_anchors(size)
     outputs = jax.jit(lambda p, x: model.apply({'params': p}, dsfd.preprocess(x)))(
-        fresh_state().params, batches[0]['image'])
+        fresh_state().nets[detector_step.NETWORK].params, batches[0]['image'])
 
     @jax.jit
     def matching_loss(out, batch):

@@ -35,7 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import dsfd_original  # noqa: E402
 from safefakes_jax import sharding  # noqa: E402
 from safefakes_jax.models import dsfd  # noqa: E402
-from safefakes_jax.train import detector_step, train_state  # noqa: E402
+from safefakes_jax.train import detector_step, detector_trainer  # noqa: E402
+from safefakes_jax.train import state as state_lib  # noqa: E402
 
 WARMUP_STEPS = 2
 DEFAULT_STEPS = {'paper': 5, 'smoke': 10}
@@ -105,10 +106,10 @@ def run_case(name: str, steps: int, bf16: bool, seed: int = 0) -> str:
     if batch_size % n_dev:
         raise ValueError(f'batch {batch_size} is not divisible by {n_dev} devices')
     model = dsfd.DSFD(width=cfg.model.width, dtype=jnp.bfloat16 if bf16 else jnp.float32)
-    schedule, tx = train_state.optimizer_from_config(cfg.train)
+    networks, schedule = detector_trainer.specs(cfg, model)
 
     start = time.perf_counter()
-    state = train_state.create_train_state(model, tx, jax.random.key(seed), size, mesh)
+    state = state_lib.create(networks, jax.random.key(seed), mesh)
     jax.block_until_ready(state)
     init_s = time.perf_counter() - start
     step_fn = detector_step.make_train_step(

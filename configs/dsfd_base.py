@@ -6,13 +6,15 @@ The paper trains DSFD (VGG16) with batch 4, lr 2.5e-4 and 60,000 iterations on a
 
 Args understood by every `dsfd_*` config (`--config=configs/dsfd_original.py:smoke,seed=1`):
   smoke: tiny run on the synthetic WIDER FACE (`make demo` creates it), CPU-sized.
+  tiny: smoke, shrunk to what the tests need (seconds; learns nothing).
   seed: the experiment seed.
   steps: training iterations (paper 60,000; its shorter variants 7,500 and 15,000); the lr
     decay points (40k / 50k of 60k) scale with it. 0 = the default (60,000; 500 for smoke).
   paper: the paper's DSFD options (tall 1.5 anchors, match IoU 0.4) instead of the yx
     reference implementation's (square anchors, 0.35).
 
-Sections: data, model, train (optimiser + schedule), evals, ckpt, mesh.
+Sections: data, model, train (steps, logging), optim (one optimiser per network), evals (by
+name), ckpt, mesh.
 """
 
 import os
@@ -33,7 +35,8 @@ GANS = ('deepprivacy', 'ciagan', 'sun2018')
 
 def get_base_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
     """Returns the config of DSFD trained on `dataset` ('original' or an anonymizer name)."""
-    arg = config_utils.parse_arg(arg, smoke=False, seed=0, steps=0, paper=False)
+    arg = config_utils.parse_arg(arg, smoke=False, tiny=False, seed=0, steps=0, paper=False)
+    arg.smoke = arg.smoke or arg.tiny
     config = ml_collections.ConfigDict()
     config.seed = arg.seed
     config.dataset = dataset
@@ -72,28 +75,32 @@ def get_base_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
 
     config.train = ml_collections.ConfigDict()
     config.train.steps = 60_000  # Paper; 7,500 and 15,000 are its shorter variants.
-    config.train.lr = 2.5e-4
-    config.train.momentum = 0.9
-    config.train.weight_decay = 5e-4
-    config.train.decay_fractions = (40_000 / 60_000, 50_000 / 60_000)  # x0.1 at 40k, 50k.
-    # Beyond the paper (train_state.py): 'sgd' or 'adam', linear warm-up, global-norm clipping.
-    config.train.optimizer = 'sgd'
-    config.train.warmup_steps = 0
-    config.train.clip_norm = 0.0  # 0 = no clipping.
     config.train.log_every = 50
 
+    # One optimiser section per network (train/optim.py). The paper's SGD with coupled weight
+    # decay, x0.1 at 40k and 50k of 60k (the points scale with train.steps); beyond the paper:
+    # 'adam', a linear warm-up, global-norm clipping.
+    config.optim = ml_collections.ConfigDict()
+    config.optim.detector = ml_collections.ConfigDict(dict(
+        name='sgd', lr=2.5e-4, momentum=0.9, weight_decay=5e-4,
+        decay_fractions=(40_000 / 60_000, 50_000 / 60_000), warmup_steps=0,
+        clip_norm=0.0))  # clip_norm 0 = no clipping.
+
+    # Evaluations by name (evaluation/evaluators/<type>.py), on the unaltered val split. `val`:
+    # single-scale (letterboxed to image_size) every `every_steps` (0 = never), with a grid of
+    # `grid_images` val images and their detections in the summaries. `final`: at the end of
+    # training, the test-time procedure of the reported AP (evaluation/detector_eval.py):
+    # 'multiscale' (the reference's multi-scale + flip + box voting, each image at its own
+    # size; multiscale_max_side > 0 caps the passes' longer side) or 'single'; it writes the
+    # official prediction folder <workdir>/predictions/.
     config.evals = ml_collections.ConfigDict()
-    config.evals.every_steps = 5_000  # 0 = only at the end.
-    config.evals.image_size = 640  # Single-scale, letterboxed.
-    config.evals.batch_size = 8
-    config.evals.max_batches = 0  # 0 = the whole val split.
-    config.evals.conf_thresh = 0.05
-    config.evals.grid_images = 8  # Val images with detections in the summaries (0 = none).
-    # Test-time procedure of the final evaluation (evaluation/detector_eval.py): 'multiscale'
-    # (the reference's multi-scale + flip + box voting, each image at its own size) or
-    # 'single' (letterboxed to `image_size`, like the periodic evaluations).
-    config.evals.final_procedure = 'multiscale'
-    config.evals.multiscale_max_side = 0  # > 0 caps the passes' longer side (CPU); 0 = none.
+    config.evals.val = ml_collections.ConfigDict(dict(
+        type='wider_ap', every_steps=5_000, procedure='single', image_size=640, batch_size=8,
+        max_batches=0, conf_thresh=0.05, grid_images=8))
+    config.evals.final = ml_collections.ConfigDict(dict(
+        type='wider_ap', every_steps=0, final=True, procedure='multiscale', image_size=640,
+        batch_size=8, max_batches=0, conf_thresh=0.05, grid_images=8, multiscale_max_side=0,
+        write_predictions=True))
 
     config.ckpt = ml_collections.ConfigDict()
     config.ckpt.every_steps = 5_000
@@ -113,16 +120,22 @@ def get_base_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
         config.data.batch_size = 8
         config.data.shuffle_buffer = 200
         config.train.steps = 500
-        config.train.optimizer = 'adam'
-        config.train.lr = 1e-3
-        config.train.warmup_steps = 20
-        config.train.clip_norm = 100.0
-        config.train.decay_fractions = (0.8, 0.95)
         config.train.log_every = 20
-        config.evals.every_steps = 250
-        config.evals.image_size = 320
-        config.evals.final_procedure = 'single'  # Minutes, not hours, on a CPU.
+        config.optim.detector.update(name='adam', b1=0.9, lr=1e-3, warmup_steps=20,
+                                     clip_norm=100.0, decay_fractions=(0.8, 0.95))
+        del config.optim.detector['momentum']
+        config.evals.val.update(every_steps=250, image_size=320)
+        config.evals.final.update(procedure='single', image_size=320)  # Minutes on a CPU.
         config.ckpt.every_steps = 250
+    if arg.tiny:
+        # The tests' size: DSFD at 1/16 width on 64 px images, 2 steps, no periodic
+        # evaluation or checkpoint (seconds once compiled; learns nothing).
+        config.model.width = 0.0625
+        config.data.update(image_size=64, max_boxes=16, batch_size=8, shuffle_buffer=4)
+        config.train.update(steps=2, log_every=1)
+        config.evals.val.update(every_steps=0, image_size=64)
+        config.evals.final.update(image_size=64)
+        config.ckpt.every_steps = 0
     if arg.steps:
         config.train.steps = arg.steps
     return config

@@ -37,7 +37,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'A launch/train.py run folder (i
 _PARAMS = flags.DEFINE_string('params', None, 'A tools/convert_torch_weights.py output folder '
                               '(instead of --workdir).')
 _PROCEDURE = flags.DEFINE_enum('procedure', None, ['single', 'multiscale'],
-                               'Test-time procedure (default: config.evals.final_procedure).')
+                               'Test-time procedure (default: config.evals.final.procedure).')
 _OUT = flags.DEFINE_string('out', None, 'Output folder (default <workdir>/eval_<procedure>).')
 _MAX_IMAGES = flags.DEFINE_integer('max_images', 0, 'Multi-scale: only the first N val images, '
                                    'scored against their own faces (a quick look, not the '
@@ -54,16 +54,18 @@ def load_params(config, model, mesh, workdir: str | None, params_dir: str | None
     import jax
 
     from safefakes_jax.models import torch_import
-    from safefakes_jax.train import checkpoints, detector_trainer, train_state
+    from safefakes_jax.train import checkpoints, detector_trainer
+    from safefakes_jax.train import state as state_lib
 
-    _, tx = train_state.optimizer_from_config(config.train)
-    abstract = train_state.abstract_train_state(model, tx, config.data.image_size, mesh)
+    specs, _ = detector_trainer.specs(config, model)
+    abstract = state_lib.abstract(specs, mesh)
     if params_dir:
         fmt = torch_import.load_conversion_info(params_dir).get('format')
         if fmt != 'dsfd_vgg':
             raise ValueError(f'{params_dir}: a {fmt!r} conversion holds no detector heads; '
                              'evaluate a dsfd_vgg conversion or a trained --workdir')
-        params = detector_trainer.load_init_params(params_dir, abstract.params, mesh)
+        params = detector_trainer.load_init_params(
+            params_dir, abstract.nets[detector_trainer.NETWORK].params, mesh)
         return params, f'converted {params_dir}'
     if not checkpoints.saved_steps(workdir):  # Checked first: the manager must create nothing.
         raise FileNotFoundError(f'{os.path.join(workdir, "checkpoints")}: no checkpoint '
@@ -82,7 +84,8 @@ def load_params(config, model, mesh, workdir: str | None, params_dir: str | None
     finally:
         ckpt.close()
     state, _ = restored
-    return state.params, f'{workdir} step {int(jax.device_get(state.step))}'
+    return (state.nets[detector_trainer.NETWORK].params,
+            f'{workdir} step {int(jax.device_get(state.step))}')
 
 
 def _fail(message: str) -> NoReturn:
@@ -132,14 +135,13 @@ def main(argv):
 
     jax.config.update('jax_threefry_partitionable', True)
     from safefakes_jax import sharding
-    from safefakes_jax.data import wider
-    from safefakes_jax.detection import anchors
-    from safefakes_jax.evaluation import detector_eval
-    from safefakes_jax.train import detector_step, detector_trainer
+    from safefakes_jax.evaluation import detector_eval, evaluators
+    from safefakes_jax.evaluation.evaluators import wider_ap
+    from safefakes_jax.train import detector_trainer
 
-    procedure = _PROCEDURE.value or config.evals.final_procedure
+    procedure = _PROCEDURE.value or config.evals.final.procedure
     if procedure not in detector_eval.PROCEDURES:
-        _fail(f'config.evals.final_procedure={procedure!r}: not one of '
+        _fail(f'config.evals.final.procedure={procedure!r}: not one of '
               f'{detector_eval.PROCEDURES}')
     if _MAX_IMAGES.value and procedure != 'multiscale':
         _fail('--max_images applies to --procedure=multiscale only')
@@ -150,27 +152,23 @@ def main(argv):
         _fail('--out is required with --params')
     mesh = sharding.make_mesh(config.mesh.num_devices or None)
     model = detector_trainer.build_model(config)
+    section = dict(config.evals.final.to_dict(), procedure=procedure, write_predictions=False,
+                   grid_images=0)
     try:
         params, source = load_params(config, model, mesh, _WORKDIR.value, _PARAMS.value)
-        gt = wider.read_ground_truth(wider.ground_truth_dir(config.data.val_root))
+        evaluator = wider_ap.Evaluator('final', section, evaluators.Context(
+            config, {detector_trainer.NETWORK: model}, mesh))
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    if procedure == 'multiscale':
-        preds = detector_eval.predict_multiscale(config, model, params, _MAX_IMAGES.value)
-    else:
-        _, anchors = anchors.shot_anchors(config.evals.image_size,
-                                                config.model.anchor_aspect_ratio)
-        preds = detector_eval.predict_single(
-            config, params, detector_step.make_predict_step(model, mesh), mesh, anchors)
+    preds = evaluator.predict(params, max_images=_MAX_IMAGES.value)
     if _MAX_IMAGES.value:
         # A quick look: score the images it saw, not the whole split (their misses would count).
-        gt = dataclasses.replace(gt, images=[im for im in gt.images
-                                             if (im.event, im.stem) in preds])
-    ap = detector_eval.average_precision(preds, gt)
-    results = dict(ap, params=source, val_root=config.data.val_root, test_procedure=procedure,
-                   images=len(preds))
-    if procedure == 'single':
-        results['eval_image_size'] = config.evals.image_size
+        gt = evaluator.ground_truth
+        evaluator.ground_truth = dataclasses.replace(
+            gt, images=[im for im in gt.images if (im.event, im.stem) in preds])
+    results = evaluator.results_of(preds)
+    ap = {k: results[k] for k in ('easy', 'medium', 'hard')}
+    results.update(params=source, images=len(preds))
     if differs:
         results['config_differs_from_run'] = differs
     detector_eval.write_results(out, preds, results)

@@ -61,5 +61,6 @@ def test_config_file(path):
 def test_paper_settings():
     from configs import dsfd_original
     config = dsfd_original.get_config()
-    assert (config.data.batch_size, config.train.lr, config.train.steps) == (4, 2.5e-4, 60_000)
+    assert (config.data.batch_size, config.optim.detector.lr, config.train.steps) == (
+        4, 2.5e-4, 60_000)
     assert config.data.anchor_sampling_prob == pytest.approx(0.4)

@@ -59,14 +59,10 @@ def _env(devices: int) -> dict[str, str]:
 
 
 def _train_args(root: str, workdir: str) -> list[str]:
-    return ['--config=configs/dsfd_original.py:smoke', f'--workdir={workdir}',
+    return ['--config=configs/dsfd_original.py:tiny', f'--workdir={workdir}',
             f'--config.data.original_train_root={root}', f'--config.data.train_root={root}',
-            f'--config.data.val_root={root}', '--config.data.image_size=64',
-            '--config.data.max_boxes=16', '--config.data.batch_size=4',
-            '--config.data.shuffle_buffer=4', '--config.model.width=0.0625',
-            '--config.train.steps=2', '--config.train.log_every=1',
-            '--config.evals.image_size=64', '--config.evals.every_steps=0',
-            '--config.evals.batch_size=4', '--config.ckpt.every_steps=0']
+            f'--config.data.val_root={root}', '--config.data.batch_size=4',
+            '--config.evals.final.batch_size=4']
 
 
 def _scalars(workdir, tag: str) -> list[float]:
@@ -86,6 +82,15 @@ def _predictions(workdir) -> dict[str, np.ndarray]:
     """predictions/<event>/<image>.txt -> rows [N, 5] x y w h score."""
     paths = glob.glob(os.path.join(workdir, 'predictions', '*', '*.txt'))
     return {os.path.relpath(p, workdir): wider.read_prediction_file(p) for p in paths}
+
+
+@pytest.fixture(scope='module', autouse=True)
+def tfds_cache(tmp_path_factory):
+    """The TFDS records of this module's folders (and its subprocesses') in a temp folder,
+    never in the user's cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('SAFEFAKES_TFDS_DIR', str(tmp_path_factory.mktemp('tfds_cache')))
+        yield
 
 
 @pytest.fixture(scope='module')

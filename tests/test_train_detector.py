@@ -52,22 +52,12 @@ def roots(tmp_path_factory):
     return src
 
 
-def _config(dataset: str, src: str, steps: int = 2):
+def _config(dataset: str, src: str):
     mod = __import__(f'configs.dsfd_{dataset}', fromlist=['get_config'])
-    config = mod.get_config('smoke')
+    config = mod.get_config('tiny')
     config.data.original_train_root = src
     config.data.train_root = src if dataset == 'original' else f'{src}_{dataset}'
     config.data.val_root = src
-    config.data.image_size = 64
-    config.data.max_boxes = 16
-    config.data.batch_size = 8
-    config.data.shuffle_buffer = 4
-    config.model.width = 0.0625
-    config.train.steps = steps
-    config.train.log_every = 1
-    config.evals.image_size = 64
-    config.evals.every_steps = 0
-    config.ckpt.every_steps = 0
     return config
 
 
@@ -75,7 +65,8 @@ def test_smoke_configs_are_small_and_paper_configs_match_the_paper():
     for name in ('original',) + CONVENTIONAL + dsfd_base.GANS:
         mod = __import__(f'configs.dsfd_{name}', fromlist=['get_config'])
         full, smoke = mod.get_config(), mod.get_config('smoke')
-        assert (full.data.batch_size, full.train.lr, full.train.steps) == (4, 2.5e-4, 60_000)
+        assert (full.data.batch_size, full.optim.detector.lr, full.train.steps) == (4, 2.5e-4,
+                                                                          60_000)
         assert full.model.width == 1.0 and smoke.model.width <= 0.25
         assert smoke.data.image_size <= 320 and 'synthetic' in smoke.data.train_root
         assert full.dataset == name
@@ -115,7 +106,7 @@ def test_two_step_smoke_run(roots, original_run, tmp_path, dataset):
         assert saved['anonymization']['settings']['anonymizer']['name'] == dataset
     assert (tmp_path / 'config.json').exists() and (tmp_path / 'predictions').is_dir()
     assert any(f.startswith('events.out') for f in os.listdir(tmp_path))
-    grid = cv2.imread(str(tmp_path / 'val_detections.png'))
+    grid = cv2.imread(str(tmp_path / 'final_detections.png'))
     assert grid is not None and grid.shape[0] > 64 and grid.shape[1] > 2 * 64  # 3 val images.
 
 
@@ -182,10 +173,13 @@ def test_missing_val_folder_is_named(roots, tmp_path):
 
 
 def test_non_finite_loss_names_the_step_and_images():
+    from safefakes_jax.train import loop
+
     window = [(7, {'loss': np.float32(1.0)}, np.array([b'a/x.jpg'])),
               (8, {'loss': np.float32(np.nan)}, np.array([b'0--Parade/p_1.jpg', b'b/y.jpg']))]
-    with pytest.raises(FloatingPointError, match=r'step 8.*0--Parade/p_1.jpg, b/y.jpg'):
-        detector_trainer._check_finite(window)
+    with pytest.raises(FloatingPointError, match=r'loss \(nan\) at step 8.*0--Parade/p_1.jpg, '
+                                                 r'b/y.jpg'):
+        loop._fetch_window(window, ('loss',))
 
 
 def test_launch_script_reports_the_missing_anonymizer(tmp_path):
@@ -235,7 +229,7 @@ def test_evaluate_script_reproduces_the_runs_final_evaluation(roots, original_ru
         [sys.executable, 'launch/evaluate.py', '--config=configs/dsfd_original.py:smoke',
          f'--workdir={workdir}', '--procedure=single', f'--out={out}',
          f'--config.data.val_root={roots}', '--config.model.width=0.0625',
-         '--config.data.image_size=64', '--config.evals.image_size=64',
+         '--config.data.image_size=64', '--config.evals.final.image_size=64',
          '--config.data.max_boxes=16'],
         cwd=REPO, capture_output=True, text=True, timeout=300,
         env=dict(os.environ, JAX_PLATFORMS='cpu'))
@@ -276,13 +270,13 @@ def test_workdir_of_another_config_is_refused_before_anything_is_written(roots, 
     workdir = _copy_run(original_run, tmp_path)
     before = read_tree(workdir)
     config = _config('original', roots)
-    config.train.lr = 2e-3
+    config.optim.detector.lr = 2e-3
     config.seed = 7
     with pytest.raises(checkpoints.WorkdirConfigError) as err:
         detector_trainer.train_and_evaluate(config, workdir)
     msg = str(err.value)
     assert 'another config (checkpoint at step 2)' in msg and 'differs in 2 key(s)' in msg
-    assert 'seed: 0 -> 7' in msg and 'train.lr: 0.001 -> 0.002' in msg
+    assert 'seed: 0 -> 7' in msg and 'optim.detector.lr: 0.001 -> 0.002' in msg
     assert 'resume_with_changed_config=true' in msg and '\n' not in msg
     assert read_tree(workdir) == before  # config.json and results.json untouched.
     # Checkpoints without a config.json cannot be checked: refused as well.
@@ -318,16 +312,17 @@ def test_resume_with_changed_config_continues_and_records_the_change(roots, orig
                                                                     tmp_path):
     workdir = _copy_run(original_run, tmp_path)
     config = _config('original', roots)
-    config.train.lr = 2e-3
+    config.optim.detector.lr = 2e-3
     config.resume_with_changed_config = True
     results = detector_trainer.train_and_evaluate(config, workdir)  # Step 2 of 2: eval only.
     assert results['steps'] == 2 and results['history'] == []
     changes = json.load(open(os.path.join(workdir, 'config_changes.json')))
     assert len(changes) == 1 and changes[0]['step'] == 2 and changes[0]['forced'] is True
-    assert changes[0]['changes'] == {'train.lr': {'old': 1e-3, 'new': 2e-3}}
+    assert changes[0]['changes'] == {'optim.detector.lr': {'old': 1e-3, 'new': 2e-3}}
     saved = json.load(open(os.path.join(workdir, 'results.json')))
-    assert saved['config_changes'] == [{'step': 2, 'keys': ['train.lr']}]
-    assert json.load(open(os.path.join(workdir, 'config.json')))['train']['lr'] == 2e-3
+    assert saved['config_changes'] == [{'step': 2, 'keys': ['optim.detector.lr']}]
+    assert json.load(open(os.path.join(workdir, 'config.json')))['optim']['detector'][
+        'lr'] == 2e-3
 
 
 def test_launch_train_refuses_another_configs_workdir_with_exit_2(roots, tmp_path):
@@ -374,8 +369,8 @@ def test_evaluate_script_refuses_a_missing_workdir_or_another_model(roots, origi
 
 def test_unknown_final_procedure_fails_before_compiling(roots, tmp_path):
     config = _config('original', roots)
-    config.evals.final_procedure = 'multi_scale'
-    with pytest.raises(ValueError, match="final_procedure='multi_scale'"):
+    config.evals.final.procedure = 'multi_scale'
+    with pytest.raises(ValueError, match="final.procedure='multi_scale'"):
         detector_trainer.train_and_evaluate(config, str(tmp_path))
     assert not os.path.exists(tmp_path / 'checkpoints')
 
@@ -387,14 +382,14 @@ def test_multiscale_evaluation_covers_every_val_image(roots):
     from safefakes_jax.evaluation import detector_eval
     from safefakes_jax.models import dsfd
 
-    config = _config('original', roots)
-    config.evals.multiscale_max_side = 128  # The 128-px images would be run up to 10x.
     model = dsfd.DSFD(width=0.0625)
     shapes = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda s: rng.normal(0, 0.05, s.shape).astype(np.float32),
                           shapes['params'])
-    preds = detector_eval.predict_multiscale(config, model, params)
+    # Capped at 128 px: the 128-px images would be run up to 10x.
+    preds = detector_eval.predict_multiscale(model, params, roots, aspect_ratio=1.0,
+                                             max_side=128)
     gt = wider.read_ground_truth(wider.ground_truth_dir(roots))
     assert set(preds) == {(im.event, im.stem) for im in gt.images}
     assert all(p.shape[1] == 5 and np.isfinite(p).all() for p in preds.values())

@@ -13,7 +13,8 @@ import pytest
 from safefakes_jax import sharding
 from safefakes_jax.detection import anchors
 from safefakes_jax.models import dsfd
-from safefakes_jax.train import detector_step, train_state
+from safefakes_jax.train import detector_step, optim
+from safefakes_jax.train import state as state_lib
 
 # Identical programs compile once across the module's tests (see conftest).
 pytestmark = pytest.mark.usefixtures('jax_compile_cache')
@@ -35,18 +36,24 @@ def _batch(step: int) -> dict:
     return {'image': image, 'boxes': boxes, 'box_mask': mask}
 
 
+SGD = {'name': 'sgd', 'lr': 2.5e-4, 'momentum': 0.9, 'weight_decay': 5e-4,
+       'decay_fractions': optim.DECAY_FRACTIONS}
+
+
 def _setup(dtype=jnp.float32):
     model = dsfd.DSFD(width=0.0625, dtype=dtype)
-    schedule = train_state.lr_schedule(2.5e-4, STEPS)
-    tx = train_state.make_optimizer(schedule)
-    return model, schedule, tx
+    schedule, tx = optim.build(SGD, STEPS)
+
+    def init(key):
+        return model.init(key, jnp.zeros((1, S, S, 3), jnp.float32))
+
+    return model, schedule, {detector_step.NETWORK: state_lib.Spec(init, tx)}
 
 
 @pytest.fixture(scope='module')
 def initial_state():
-    model, _, tx = _setup()
-    return train_state.create_train_state(model, tx, jax.random.key(0), S,
-                                          sharding.make_mesh(8))
+    _, _, specs = _setup()
+    return state_lib.create(specs, jax.random.key(0), sharding.make_mesh(8))
 
 
 def _run(num_devices: int, state0) -> list[dict]:
@@ -88,29 +95,29 @@ def test_metrics_and_loss_terms(one_device):
 
 
 def test_bf16_compute_traces_with_float32_params_and_metrics():
-    model, schedule, tx = _setup(jnp.bfloat16)
+    model, schedule, specs = _setup(jnp.bfloat16)
     mesh = sharding.make_mesh(1)
-    state = train_state.abstract_train_state(model, tx, S, mesh)
+    state = state_lib.abstract(specs, mesh)
     step = detector_step.make_train_step(model, schedule, mesh, image_size=S)
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in _batch(0).items()}
     new_state, metrics = jax.eval_shape(step, state, batch, jax.random.key(0))
-    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(new_state.params))
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(new_state.nets['detector'].params))
     assert metrics['loss'].dtype == jnp.float32
 
 
 def test_lr_schedule_scales_decay_points():
-    sched = train_state.lr_schedule(2.5e-4, 60_000)
+    sched = optim.lr_schedule(2.5e-4, 60_000)
     assert float(sched(39_999)) == pytest.approx(2.5e-4)
     assert float(sched(40_000)) == pytest.approx(2.5e-5)
     assert float(sched(50_000)) == pytest.approx(2.5e-6)
-    short = train_state.lr_schedule(2.5e-4, 7_500)
+    short = optim.lr_schedule(2.5e-4, 7_500)
     assert float(short(4_999)) == pytest.approx(2.5e-4)
     assert float(short(5_000)) == pytest.approx(2.5e-5)
     assert float(short(6_250)) == pytest.approx(2.5e-6)
 
 
 def test_optimizer_is_sgd_momentum_with_coupled_weight_decay():
-    tx = train_state.make_optimizer(lambda _: 0.1, momentum=0.9, weight_decay=0.5)
+    _, tx = optim.build({'name': 'sgd', 'lr': 0.1, 'momentum': 0.9, 'weight_decay': 0.5}, 10)
     p = {'w': jnp.array([2.0])}
     s = tx.init(p)
     g = {'w': jnp.array([1.0])}
@@ -121,7 +128,7 @@ def test_optimizer_is_sgd_momentum_with_coupled_weight_decay():
 
 
 def test_warmup_ramps_linearly_then_follows_the_step_decay():
-    sched = train_state.lr_schedule(1e-3, 500, (0.8, 0.95), warmup_steps=20)
+    sched = optim.lr_schedule(1e-3, 500, (0.8, 0.95), warmup_steps=20)
     assert float(sched(0)) == pytest.approx(1e-3 / 20)
     assert float(sched(9)) == pytest.approx(1e-3 / 2)
     assert float(sched(19)) == pytest.approx(1e-3)
@@ -133,31 +140,38 @@ def test_warmup_ramps_linearly_then_follows_the_step_decay():
 def test_clipping_and_adam_options():
     g = {'w': jnp.array([30.0, 40.0])}  # Norm 50.
     p = {'w': jnp.array([0.0, 0.0])}
-    sgd = train_state.make_optimizer(lambda _: 1.0, momentum=0.0, weight_decay=0.0,
-                                     clip_norm=5.0)
+    _, sgd = optim.build({'name': 'sgd', 'lr': 1.0, 'momentum': 0.0, 'clip_norm': 5.0}, 10)
     u, _ = sgd.update(g, sgd.init(p), p)
     np.testing.assert_allclose(u['w'], [-3.0, -4.0], rtol=1e-6)
-    adam = train_state.make_optimizer(lambda _: 0.1, weight_decay=0.0, name='adam')
+    _, adam = optim.build({'name': 'adam', 'lr': 0.1}, 10)
     u, _ = adam.update(g, adam.init(p), p)
     np.testing.assert_allclose(u['w'], [-0.1, -0.1], rtol=1e-5)  # First Adam step: lr * sign.
     with pytest.raises(ValueError, match='unknown optimizer'):
-        train_state.make_optimizer(lambda _: 0.1, name='lamb')
+        optim.build({'name': 'lamb'}, 10)
+    with pytest.raises(ValueError, match=r"unknown optimiser keys \['betas'\]"):
+        optim.build({'name': 'adam', 'betas': (0.5, 0.9)}, 10)
+    _, adam = optim.build({'name': 'adam', 'lr': 0.1, 'b1': 0.5, 'b2': 0.9}, 10)
+    s = adam.init(p)
+    _, s = adam.update(g, s, p)
+    mu = s[-1][0].mu['w']  # The chain's Adam state: first moment (1 - b1) * g.
+    np.testing.assert_allclose(mu, [15.0, 20.0], rtol=1e-6)
 
 
 def test_optimizer_from_config_follows_the_smoke_config():
     from configs import dsfd_original
 
-    cfg = dsfd_original.get_config('smoke').train
-    schedule, tx = train_state.optimizer_from_config(cfg)
+    smoke = dsfd_original.get_config('smoke')
+    cfg = smoke.optim.detector
+    schedule, tx = optim.build(cfg, smoke.train.steps)
     assert float(schedule(0)) == pytest.approx(cfg.lr / cfg.warmup_steps)
-    assert float(schedule(cfg.steps - 1)) == pytest.approx(cfg.lr / 100)
+    assert float(schedule(smoke.train.steps - 1)) == pytest.approx(cfg.lr / 100)
     p = {'w': jnp.zeros(2)}
     g = {'w': jnp.array([3e8, -4e8])}  # Like the first gradients of the un-normalised VGG.
     u, _ = tx.update(g, tx.init(p), p)  # Adam's first step: lr(0) * sign(g).
     np.testing.assert_allclose(u['w'], [-cfg.lr / cfg.warmup_steps, cfg.lr / cfg.warmup_steps],
                                rtol=1e-4)
-    paper = dsfd_original.get_config().train
-    schedule, tx = train_state.optimizer_from_config(paper)
+    paper = dsfd_original.get_config()
+    schedule, tx = optim.build(paper.optim.detector, paper.train.steps)
     assert float(schedule(0)) == pytest.approx(2.5e-4)
     u, _ = tx.update({'w': jnp.array([2.0, 0.0])}, tx.init(p), p)  # Plain SGD, no clipping.
     np.testing.assert_allclose(u['w'], [-5e-4, 0.0], rtol=1e-5)

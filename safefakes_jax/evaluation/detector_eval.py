@@ -1,9 +1,8 @@
 """DSFD on the unaltered WIDER FACE val split: detections, WIDER AP, prediction folder.
 
-Two test-time procedures (`PROCEDURES`; the trainer's final one is
-`config.evals.final_procedure`):
+Two test-time procedures (`PROCEDURES`; the `wider_ap` evaluator's `procedure`):
 
-* `single`: every val image letterboxed to `config.evals.image_size`, one jit-compiled
+* `single`: every val image letterboxed to the evaluator's `image_size`, one jit-compiled
   forward pass per global batch on the training mesh (`predict_single`); fast, used for the
   periodic evaluations during training.
 * `multiscale`: the reference's multi-scale + flip + box-voting test
@@ -22,18 +21,20 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
-import ml_collections
+import jax.numpy as jnp
 import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
 from safefakes_jax import sharding
-from safefakes_jax.data import atomic_io, detection_pipeline, images, wider
+from safefakes_jax.data import atomic_io, detection_pipeline, images, root_paths, wider
 from safefakes_jax.detection import multiscale_test, postprocess
 from safefakes_jax.evaluation import image_grids, wider_ap
+from safefakes_jax.models import dsfd
 
 PROCEDURES = ('single', 'multiscale')
 GRID_SCORE = 0.5  # Detections drawn in the image summaries.
@@ -86,38 +87,62 @@ def allgather_predictions(preds: Predictions) -> Predictions:
     return merged
 
 
-def predict_single(config: ml_collections.ConfigDict, params: Any, predict_fn, mesh,
-                   anchors: np.ndarray, grid: list[np.ndarray] | None = None) -> Predictions:
+def make_predict_step(model: Any, mesh) -> Callable[[Any, dict], dict]:
+    """`predict(params, batch) -> {'loc2', 'conf2'}` (shot 2, replicated outputs), jit-compiled
+    on `mesh` with the batch sharded over `data`."""
+    compute_dtype = getattr(model, 'dtype', jnp.float32)
+
+    def predict(params, batch):
+        out = model.apply({'params': params}, dsfd.preprocess(batch['image'], compute_dtype))
+        return {'loc2': out['loc2'], 'conf2': out['conf2']}
+
+    repl = sharding.replicated(mesh)
+    return jax.jit(predict, in_shardings=(repl, sharding.batch_sharding(mesh)),
+                   out_shardings=repl)
+
+
+def single_dataset(val_root: str, mesh, *, image_size: int, batch_size: int, max_boxes: int,
+                   data_dir: str | None = None):
+    """The letterboxed val pipeline of `predict_single` (build it once, iterate it each time).
+
+    The global batch is `batch_size` rounded up to a multiple of the mesh's devices; each
+    process reads its own shard of the split (all get the same number of batches).
+    """
+    n_dev = mesh.devices.size
+    host_batch = -(-batch_size // n_dev) * n_dev // jax.process_count()
+    return detection_pipeline.make_eval_dataset(
+        val_root, batch_size=host_batch, image_size=image_size, max_boxes=max_boxes,
+        split='val', data_dir=data_dir, letterbox=True)
+
+
+def predict_single(params: Any, predict_fn, mesh, anchors: np.ndarray, dataset, *,
+                   image_size: int, conf_thresh: float = 0.05, max_batches: int = 0,
+                   grid: list[np.ndarray] | None = None, grid_images: int = 0) -> Predictions:
     """Single-scale detections on the val split: `{(event, stem): [N, 5] x y w h score}`.
 
-    The global eval batch is `config.evals.batch_size` rounded up to a multiple of the mesh's
-    devices. Multi-process: each process reads its own shard of the split (all get the same
-    number of batches), the processes predict each global batch together, each post-processes
-    the images it supplied, and the predictions are then gathered. `config.evals.max_batches`
-    counts global batches (with several processes they hold the first images of each
-    process's shard, not of the split).
+    Multi-process: the processes predict each global batch together, each post-processes the
+    images it supplied, and the predictions are then gathered. `max_batches` (0: all) counts
+    global batches (with several processes they hold the first images of each process's
+    shard, not of the split).
 
     Args:
-      config: a `configs/dsfd_*.py` config.
       params: the (replicated) model params.
-      predict_fn: `train.detector_step.make_predict_step(model, mesh)`.
+      predict_fn: `make_predict_step(model, mesh)`.
       mesh: the device mesh.
-      anchors: the second-shot anchors at `config.evals.image_size`.
-      grid: if a list, this process's first `config.evals.grid_images` letterboxed val images
-        are appended to it with their ground truth (red) and detections scoring at least
-        `GRID_SCORE` (green) drawn (`image_grids.tile` makes the picture).
+      anchors: the second-shot anchors at `image_size`.
+      dataset: `single_dataset(...)` at `image_size`.
+      image_size: the letterboxed side.
+      conf_thresh: detections scoring less are dropped.
+      max_batches: stop after this many global batches (0: the whole split).
+      grid: if a list, this process's first `grid_images` letterboxed val images are appended
+        to it with their ground truth (red) and detections scoring at least `GRID_SCORE`
+        (green) drawn (`image_grids.tile` makes the picture).
+      grid_images: see `grid`.
     """
-    ev = config.evals
-    size = ev.image_size
-    n_dev = mesh.devices.size
-    host_batch = -(-ev.batch_size // n_dev) * n_dev // jax.process_count()
-    ds = detection_pipeline.make_eval_dataset(
-        config.data.val_root, batch_size=host_batch, image_size=size,
-        max_boxes=config.data.max_boxes, split='val', data_dir=config.data.tfds_dir or None,
-        letterbox=True)
+    size = image_size
     preds = {}
-    for i, batch in enumerate(detection_pipeline.as_numpy_batches(ds)):
-        if ev.max_batches and i >= ev.max_batches:
+    for i, batch in enumerate(detection_pipeline.as_numpy_batches(dataset)):
+        if max_batches and i >= max_batches:
             break
         inputs = sharding.shard_batch(batch, mesh, ('image',))
         mine = _process_rows(inputs['image'])
@@ -125,8 +150,8 @@ def predict_single(config: ml_collections.ConfigDict, params: Any, predict_fn, m
         loc, conf = out['loc2'][mine], out['conf2'][mine]
         for j in np.flatnonzero(batch['_mask']):
             dets = postprocess.detections_from_outputs(
-                loc[j], conf[j], anchors, (size, size), conf_thresh=ev.conf_thresh)
-            if grid is not None and len(grid) < ev.grid_images:
+                loc[j], conf[j], anchors, (size, size), conf_thresh=conf_thresh)
+            if grid is not None and len(grid) < grid_images:
                 truth = image_grids.draw_boxes(batch['image'][j],
                                                batch['boxes'][j][batch['box_mask'][j]],
                                                color=(255, 0, 0))
@@ -143,22 +168,25 @@ def val_images(root: str) -> list[str]:
     return [a.name for a in wider.read_bbx_gt(txt, allow_negative=True)]
 
 
-def predict_multiscale(config: ml_collections.ConfigDict, model: Any, params: Any,
+def predict_multiscale(model: Any, params: Any, val_root: str, *, aspect_ratio: float,
+                       conf_thresh: float = 0.05, max_side: int = 0,
                        max_images: int = 0) -> Predictions:
     """Multi-scale + flip + box-voting detections on the val split (`multiscale_test`).
 
     Each process takes every `process_count`-th image and runs the model on its first local
     device (the params are replicated, so every process holds them); one compile per padded
-    input shape. `config.evals.multiscale_max_side` (0 = none) caps the passes' longer side.
+    input shape.
 
     Args:
-      config: a `configs/dsfd_*.py` config.
       model: the DSFD module.
       params: its params.
+      val_root: the WIDER-layout folder whose val split is detected.
+      aspect_ratio: anchor height / width of the model.
+      conf_thresh: detections scoring less are dropped.
+      max_side: if > 0, caps the passes' longer side (CPU).
       max_images: if > 0, only the first `max_images` images of the split (a quick look).
     """
-    ev = config.evals
-    names = val_images(config.data.val_root)
+    names = val_images(val_root)
     if max_images:
         names = names[:max_images]
     mine = names[jax.process_index()::jax.process_count()]
@@ -166,14 +194,14 @@ def predict_multiscale(config: ml_collections.ConfigDict, model: Any, params: An
     # per pass.
     local = jax.device_put(jax.device_get(params), jax.local_devices()[0])
     predict = multiscale_test.make_predict(model, local)
-    _, images_dir = wider.split_paths(config.data.val_root, 'val')
+    _, images_dir = wider.split_paths(val_root, 'val')
     preds = {}
     for name in tqdm.tqdm(mine, desc='multi-scale test', unit='image',
                           disable=jax.process_index() > 0):
+        path = root_paths.resolve_inside(images_dir, name, f'{images_dir} (val split)')
         dets = multiscale_test.detect_multiscale(
-            images.read(os.path.join(images_dir, name)), predict,
-            aspect_ratio=config.model.anchor_aspect_ratio, conf_thresh=ev.conf_thresh,
-            max_side=ev.get('multiscale_max_side', 0) or None)
+            images.read(path), predict, aspect_ratio=aspect_ratio, conf_thresh=conf_thresh,
+            max_side=max_side or None)
         preds[_key(name)] = postprocess.to_wider_rows(dets)
     return allgather_predictions(preds)
 

@@ -19,7 +19,6 @@ axis (`P('data')`), built from each host's part with `jax.make_array_from_proces
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -33,8 +32,9 @@ from safefakes_jax.detection import anchors as anchors_lib
 from safefakes_jax.detection import matching, multibox_loss
 from safefakes_jax.models import dsfd
 from safefakes_jax.sharding import batch_sharding, replicated
-from safefakes_jax.train.train_state import TrainState
+from safefakes_jax.train.state import TrainState
 
+NETWORK = 'detector'  # The train state's one network.
 # The batch fields that go to the device (strings and positions stay on the host).
 TRAIN_KEYS = ('image', 'boxes', 'box_mask')
 
@@ -54,7 +54,8 @@ def make_train_step(model: nn.Module, schedule: optax.Schedule, mesh: Mesh, *, i
     """Builds the jit-compiled DSFD train step (module docstring).
 
     Args:
-      model: the detector; `model.apply({'params': p}, images)` returns loc1/conf1/loc2/conf2.
+      model: the detector; `model.apply({'params': p}, images)` returns loc1/conf1/loc2/conf2;
+        its params are `state.nets['detector']`.
       schedule: the learning-rate schedule (reported in the metrics).
       mesh: the device mesh (axis `data`).
       image_size: side S of the square training images.
@@ -87,23 +88,12 @@ def make_train_step(model: nn.Module, schedule: optax.Schedule, mesh: Mesh, *, i
         images = dsfd.preprocess(batch['image'], compute_dtype)
         boxes = batch['boxes'].astype(jnp.float32) / float(image_size)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, terms), grads = grad_fn(state.params, images, boxes, batch['box_mask'], rng)
+        net = state.nets[NETWORK]
+        (loss, terms), grads = grad_fn(net.params, images, boxes, batch['box_mask'], rng)
         metrics = dict(terms, loss=loss, lr=jnp.asarray(schedule(state.step), jnp.float32),
                        grad_norm=optax.tree.norm(grads))
-        return state.apply_gradients(grads), metrics
+        return state.update(**{NETWORK: net.apply_gradients(grads)}).next_step(), metrics
 
     repl, data = replicated(mesh), batch_sharding(mesh)
     return jax.jit(train_step, in_shardings=(repl, data, repl), out_shardings=(repl, repl),
                    donate_argnums=0)
-
-
-def make_predict_step(model: nn.Module, mesh: Mesh) -> Callable[[Any, dict], dict]:
-    """Builds `predict(params, batch) -> {'loc2', 'conf2'}` (shot 2, replicated outputs)."""
-    compute_dtype = getattr(model, 'dtype', jnp.float32)
-
-    def predict(params, batch):
-        out = model.apply({'params': params}, dsfd.preprocess(batch['image'], compute_dtype))
-        return {'loc2': out['loc2'], 'conf2': out['conf2']}
-
-    repl = replicated(mesh)
-    return jax.jit(predict, in_shardings=(repl, batch_sharding(mesh)), out_shardings=repl)
