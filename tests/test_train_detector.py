@@ -410,3 +410,35 @@ def test_smoke_config_reaches_easy_ap_0_6_on_the_synthetic_set(tmp_path):
     results = detector_trainer.train_and_evaluate(config, str(tmp_path / 'run'))
     assert results['steps'] == 500
     assert results['easy'] >= 0.6, results
+
+
+def test_wider_ap_evaluator_builds_its_val_pipeline_once(roots, monkeypatch):
+    import types
+
+    import jax
+
+    from safefakes_jax import sharding
+    from safefakes_jax.data import detection_pipeline
+    from safefakes_jax.evaluation import evaluators
+    from safefakes_jax.models import dsfd
+
+    built = []
+    real = detection_pipeline.make_eval_dataset
+    monkeypatch.setattr(detection_pipeline, 'make_eval_dataset',
+                        lambda *a, **k: built.append(a) or real(*a, **k))
+    config = _config('original', roots)
+    model = dsfd.DSFD(width=0.0625)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: rng.normal(0, 0.05, s.shape).astype(np.float32),
+                          shapes['params'])
+    state = types.SimpleNamespace(nets={'detector': types.SimpleNamespace(eval_params=params)})
+    (ev,) = evaluators.build({'val': config.evals.val}, evaluators.Context(
+        config, {'detector': model}, sharding.make_mesh(8))).values()
+    first, second = ev.run(state, 1), ev.run(state, 2)
+    assert len(built) == 1  # Built with the evaluator, iterated by both evaluations.
+    assert first.scalars == second.scalars and set(first.scalars) == {'ap_easy', 'ap_medium',
+                                                                      'ap_hard'}
+    assert first.images['detections'].ndim == 3 and first.results['test_procedure'] == 'single'
+    with pytest.raises(ValueError, match="unknown evaluator type 'fid2'"):
+        evaluators.build({'x': {'type': 'fid2'}}, evaluators.Context(config, {}, None))
