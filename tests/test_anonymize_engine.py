@@ -16,7 +16,7 @@ import pytest
 from configs.anonymize import blackout as blackout_config
 from configs.anonymize import blur as blur_config
 from safefakes_jax.anonymizers import base, conventional, engine
-from safefakes_jax.anonymizers import manifest as mf
+from safefakes_jax.data import manifest as mf
 from safefakes_jax.data import synthetic, wider
 from tests.folders import read_tree
 

@@ -11,7 +11,7 @@ import pytest
 
 from configs.anonymize import blackout as blackout_config
 from safefakes_jax.anonymizers import engine
-from safefakes_jax.anonymizers import manifest as mf
+from safefakes_jax.data import manifest as mf
 from safefakes_jax.data import root_paths, synthetic, wider
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

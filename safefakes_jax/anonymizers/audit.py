@@ -48,8 +48,9 @@ Failures never pass silently: a face whose anonymized image is missing (a failed
 `missing`; one whose images cannot be compared (unreadable, different size, original missing)
 is `unverified`. Missing faces are listed (a missing image leaks nothing); unverified faces,
 like leaks, make `exit_status` 1. Bad input is refused before anything is compared
-(`audit_inputs`): a name in a txt or in the manifest that escapes its folder (`..`, an absolute
-path, a symlink out of it) and two names that would be matched with the same image.
+(`data.face_pairs`, the pairing the image metrics use too): a name in a txt or in the
+manifest that escapes its folder (`..`, an absolute path, a symlink out of it) and two names
+that would be matched with the same image.
 
 With `anonymization_manifest.jsonl` in the copy, each face row carries its record
 (`anonymized`, `skipped:<reason>`, `fallback:<reason>`), the summary groups faces by the
@@ -69,8 +70,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from safefakes_jax.anonymizers import audit_inputs
-from safefakes_jax.anonymizers.audit_inputs import MANIFEST, AuditInputError, _key  # noqa: F401
 from safefakes_jax.anonymizers.audit_measures import (  # noqa: F401 (re-exported)
     DEFAULT_TOL,
     NEAR_COPY_THRESHOLD,
@@ -79,6 +78,9 @@ from safefakes_jax.anonymizers.audit_measures import (  # noqa: F401 (re-exporte
     pixel_change,
     read_rgb,
 )
+from safefakes_jax.data import face_pairs
+from safefakes_jax.data.face_pairs import _key
+from safefakes_jax.data.manifest import MANIFEST  # noqa: F401 (re-exported)
 
 DEFAULT_MIN_CHANGED = 0.5
 DEFAULT_MIN_FACE_PX = 10
@@ -197,7 +199,7 @@ class AuditResult:
 # --------------------------------------------------------------------------- per image
 
 
-def _audit_image(task: audit_inputs.Task, options: AuditOptions
+def _audit_image(task: face_pairs.ImagePair, options: AuditOptions
                  ) -> tuple[list[FaceRow], float, int]:
     """Rows of one image, the seconds spent in the identity model and its face count."""
     rows = [FaceRow(task.name, task.anon_name, i, list(box), task.method, AUDITED,
@@ -268,7 +270,7 @@ def _init_worker(options: AuditOptions) -> None:
     cv2.setNumThreads(1)  # One image per process; threads would only contend.
 
 
-def _work(task: audit_inputs.Task) -> tuple[list[FaceRow], float, int]:
+def _work(task: face_pairs.ImagePair) -> tuple[list[FaceRow], float, int]:
     assert _OPTIONS is not None
     return _audit_image(task, _OPTIONS)
 
@@ -363,21 +365,26 @@ def audit(orig: str | os.PathLike, anon: str | os.PathLike, split: str = 'train'
       An `AuditResult`.
 
     Raises:
-      AuditInputError: a missing folder or annotation file (the message names the path).
+      face_pairs.PairInputError: a missing folder or annotation file (the message names the path).
       wider.FormatError: a malformed annotation file (names file and line).
       root_paths.PathEscapeError: a name in a txt or the manifest that is unsafe or resolves
         outside its folder (names file and line).
-      NameCollisionError: two names matched with the same image (names both).
+      face_pairs.NameCollisionError: two names matched with the same image (names both).
     """
     from tqdm import tqdm
 
     options = options or AuditOptions()
     start = time.perf_counter()
     orig, anon = os.fspath(orig), os.fspath(anon)
-    tasks, manifest, warnings, counts = audit_inputs.plan(orig, anon, split, method)
+    pairing = face_pairs.pair_images(orig, anon, split, method)
+    tasks, entries, warnings, counts = (pairing.pairs, pairing.manifest.entries,
+                                        pairing.warnings, pairing.counts)
+    config = pairing.config
+    if config.get('image_format', 'jpeg') == 'jpeg' and int(config.get('jpeg_quality', 95)) < 90:
+        warnings.append(f'copy written at JPEG quality {config["jpeg_quality"]}: the luma '
+                        'tolerance was measured for quality 95; consider a larger --tol')
     if max_images is not None:
         tasks = tasks[:max_images]
-    entries = manifest.entries
     workers = (os.cpu_count() or 1) if workers <= 0 else workers
     per_task: list[list[FaceRow]] = []
     id_seconds, id_faces = 0.0, 0

@@ -74,9 +74,9 @@ import cv2
 
 from safefakes_jax.anonymizers import base, engine_plan, wider_copy
 from safefakes_jax.anonymizers import engine_worker as worker
-from safefakes_jax.anonymizers import manifest as mf
 from safefakes_jax.anonymizers.engine_plan import Task
 from safefakes_jax.data import landmarks_sidecar, root_paths, wider
+from safefakes_jax.data import manifest as mf
 
 
 @dataclasses.dataclass

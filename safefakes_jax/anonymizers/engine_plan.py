@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from safefakes_jax.anonymizers import base, wider_copy
-from safefakes_jax.anonymizers import manifest as mf
 from safefakes_jax.data import landmarks_sidecar, root_paths, wider
+from safefakes_jax.data import manifest as mf
 
 IMAGE_FORMATS = ('jpeg', 'png')
 

@@ -23,9 +23,9 @@ import cv2
 import numpy as np
 
 from safefakes_jax.anonymizers import base
-from safefakes_jax.anonymizers import manifest as mf
 from safefakes_jax.anonymizers.engine_plan import Task
 from safefakes_jax.data import atomic_io, images
+from safefakes_jax.data import manifest as mf
 
 
 def image_seed(seed: int, name: str) -> list[int]:

@@ -37,8 +37,7 @@ from jax.experimental import multihost_utils
 
 from safefakes_jax import sharding
 from safefakes_jax.anonymizers import base as anonymizer_base
-from safefakes_jax.anonymizers import manifest
-from safefakes_jax.data import detection_pipeline, tfds_wider, wider
+from safefakes_jax.data import detection_pipeline, manifest, tfds_wider, wider
 from safefakes_jax.evaluation import detector_eval
 from safefakes_jax.models import dsfd, torch_import
 from safefakes_jax.train import detector_step, loop, optim

@@ -1,16 +1,28 @@
-"""The leak audit's input: which original is compared with which copy, read safely.
+"""Face pairs: each annotated face of an original WIDER-layout folder with its anonymized copy.
 
-Every name the audit joins to a folder comes from an input file (the two annotation txts, the
-copy's `anonymization_manifest.jsonl`) and is confined to its root with
-`root_paths.resolve_inside`: a name that is absolute, has a `..` component, or resolves (through
-a symlinked image or folder) outside its images folder is a `root_paths.PathEscapeError` naming
-the file and line. A copy whose image is a symlink to the original is refused that way too: it
-resolves into the other folder.
+Two levels, both read from the two folders alone (no synthetic sidecar needed):
+
+* `pair_images(orig, anon, split)`: which original image is compared with which copy
+  (`ImagePair`: both files, the boxes, the method label, the manifest's per-face records),
+  plus the copy's manifest, warnings and input counts. The leak audit works on these.
+* `iter_batches(pairing, size)`: aligned crops of every face, the original's and the copy's cut
+  from the same square (`face_crops.crop_box`, the GANs' context rule) and resized to
+  `size` x `size`, streamed in batches (`FacePairBatch`). Faces narrower than `min_face_px`,
+  faces whose manifest record is not `anonymized` and faces whose images are missing or
+  unreadable are left out and counted by reason (`Pairing.skipped`). The image metrics use
+  these.
+
+Every name joined to a folder comes from an input file (the two annotation txts, the copy's
+`anonymization_manifest.jsonl`) and is confined to its root with `root_paths.resolve_inside`: a
+name that is absolute, has a `..` component, or resolves (through a symlinked image or folder)
+outside its images folder is a `root_paths.PathEscapeError` naming the file and line. A copy
+whose image is a symlink to the original is refused that way too: it resolves into the other
+folder.
 
 Originals and copies are matched by name *without extension* (`_key`), so that `.jpg`
 originals meet the `.png` outputs of a lossless copy. Two names with one key in one listing
 (`a.jpg` and `a.png` in the same txt, two manifest entries, or both files on disk for an image
-that the copy's txt does not list) would make the audit compare different pictures; that is a
+that the copy's txt does not list) would compare different pictures; that is a
 `NameCollisionError` naming both, never a silent pick.
 """
 
@@ -19,27 +31,26 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from safefakes_jax.anonymizers import manifest
-from safefakes_jax.data import root_paths, wider
+from safefakes_jax.data import face_crops, images, manifest, root_paths, wider
 
 MANIFEST = manifest.MANIFEST
 PARTIAL = manifest.PARTIAL  # Present while a run is unfinished.
 
 
-class AuditInputError(FileNotFoundError):
+class PairInputError(FileNotFoundError):
     """Bad input: a missing folder or file; the message names the path."""
 
 
 class NameCollisionError(ValueError):
-    """Two listed names that the audit would match with the same image (module docstring)."""
+    """Two listed names that would be matched with the same image (module docstring)."""
 
 
 @dataclasses.dataclass(frozen=True)
-class Task:
+class ImagePair:
     """One original image and its copy, resolved inside their roots.
 
     Attributes:
@@ -76,6 +87,25 @@ class Manifest:
     lines: dict[str, int]
 
 
+@dataclasses.dataclass
+class Pairing:
+    """The result of `pair_images`.
+
+    Attributes:
+      pairs: one `ImagePair` per image of the original's txt, in its order.
+      manifest: the copy's manifest entries of the split.
+      config: the settings of the copy's `anonymization_config.json` ({} without one).
+      warnings: what looked wrong but did not stop the pairing.
+      counts: how often each warning's condition occurred.
+    """
+
+    pairs: list[ImagePair]
+    manifest: Manifest
+    config: dict
+    warnings: list[str]
+    counts: dict[str, int]
+
+
 def _key(name: str) -> str:
     """`event/name` without extension: matches `.jpg` originals with `.png` outputs."""
     return os.path.splitext(name.strip())[0]
@@ -93,7 +123,7 @@ def check_unique_keys(annotations: Sequence[wider.ImageAnnotation], path: str) -
         if first is not ann:
             raise NameCollisionError(
                 f'{path}:{first.line} and {path}:{ann.line}: {first.name!r} and {ann.name!r} '
-                'are the same image without extension; the audit matches originals and copies '
+                'are the same image without extension; originals and copies are matched '
                 'by that name and would compare different pictures. Rename one of them')
 
 
@@ -159,29 +189,37 @@ def _on_disk(anon_images: str, key: str, where: str) -> str | None:
     return found[0] if found else None
 
 
-def plan(orig: str, anon: str, split: str, method: str | None
-         ) -> tuple[list[Task], Manifest, list[str], dict[str, int]]:
-    """The per-image tasks, the manifest, warnings and input counts.
+def pair_images(orig: str | os.PathLike, anon: str | os.PathLike, split: str = 'train',
+                method: str | None = None) -> Pairing:
+    """Pairs every image of `orig`'s `split` with its copy in `anon` (module docstring).
+
+    Args:
+      orig: the original WIDER-layout folder.
+      anon: the anonymized copy.
+      split: 'train' or 'val'.
+      method: label for every face, overriding the manifest's `method` (default: the
+        manifest's, else the copy's config's anonymizer name, else the copy's folder name).
 
     Raises:
-      AuditInputError: a missing folder or annotation file.
+      PairInputError: a missing folder or annotation file.
       wider.FormatError: a malformed annotation file.
       root_paths.PathEscapeError: a listed name that escapes its folder (module docstring).
       NameCollisionError: two listed names with the same key.
     """
+    orig, anon = os.fspath(orig), os.fspath(anon)
     if not os.path.isdir(orig):
-        raise AuditInputError(f'original folder not found: {orig}')
+        raise PairInputError(f'original folder not found: {orig}')
     if not os.path.isdir(anon):
-        raise AuditInputError(f'anonymized folder not found: {anon}')
+        raise PairInputError(f'anonymized folder not found: {anon}')
     if os.path.realpath(orig) == os.path.realpath(anon):
-        raise AuditInputError(f'--orig and --anon are the same folder: {orig}')
+        raise PairInputError(f'--orig and --anon are the same folder: {orig}')
     orig_txt, orig_images = wider.split_paths(orig, split)
     anon_txt, anon_images = wider.split_paths(anon, split)
     for path, what in ((orig_txt, 'original annotations'), (orig_images, 'original images'),
                        (anon_txt, 'anonymized annotations'),
                        (anon_images, 'anonymized images')):
         if not os.path.exists(path):
-            raise AuditInputError(f'{what} not found: {path}')
+            raise PairInputError(f'{what} not found: {path}')
     originals = wider.read_bbx_gt(orig_txt, allow_negative=True)
     check_unique_keys(originals, orig_txt)
     copy_list = wider.read_bbx_gt(anon_txt, allow_negative=True)
@@ -197,11 +235,8 @@ def plan(orig: str, anon: str, split: str, method: str | None
     if os.path.exists(os.path.join(anon, PARTIAL)):
         warnings.append(f'{os.path.join(anon, PARTIAL)} exists: the anonymization run has not '
                         'finished (or was interrupted)')
-    if config.get('image_format', 'jpeg') == 'jpeg' and int(config.get('jpeg_quality', 95)) < 90:
-        warnings.append(f'copy written at JPEG quality {config["jpeg_quality"]}: the luma '
-                        'tolerance was measured for quality 95; consider a larger --tol')
     counts: collections.Counter = collections.Counter()
-    tasks = []
+    pairs = []
     for ann in originals:
         key = _key(ann.name)
         orig_path = root_paths.resolve_inside(orig_images, ann.name, f'{orig_txt}:{ann.line}')
@@ -237,20 +272,118 @@ def plan(orig: str, anon: str, split: str, method: str | None
             elif entry.get('status', 'ok') == 'ok':
                 counts['manifest_face_count_mismatch'] += 1
         label = method or (entry.get('method') if entry else None) or default_method
-        tasks.append(Task(ann.name, orig_path, anon_name if anon_path else None, anon_path,
+        pairs.append(ImagePair(ann.name, orig_path, anon_name if anon_path else None, anon_path,
                           tuple(tuple(int(v) for v in b) for b in ann.boxes), str(label),
                           tuple(records)))
     extra = set(copies) - {_key(a.name) for a in originals}
     for what, n in (('annotation_mismatch', 'images whose boxes differ between the txts'),
                     ('images_not_in_txt', 'images absent from the copy\'s txt but on disk '
-                     '(audited)'),
+                     '(paired)'),
                     ('manifest_output_mismatch', 'manifest entries whose output differs from '
-                     'the copy\'s txt (the txt\'s image audited)'),
+                     'the copy\'s txt (the txt\'s image used)'),
                     ('manifest_face_count_mismatch', 'manifest entries whose face count differs '
                      'from the annotation (records not used)')):
         if counts[what]:
             warnings.append(f'{counts[what]} {n}')
     if extra:
         warnings.append(f'{len(extra)} images in the copy\'s txt are not in the original\'s '
-                        f'(first: {sorted(extra)[0]}); not audited')
-    return tasks, listed, warnings, dict(counts)
+                        f'(first: {sorted(extra)[0]}); not paired')
+    return Pairing(pairs, listed, config, warnings, dict(counts))
+
+
+# --------------------------------------------------------------------------- aligned crops
+
+# Manifest records of faces the method was not applied to (left out of the crops).
+_NOT_ANONYMIZED = ('skipped',)
+
+
+@dataclasses.dataclass
+class FacePairBatch:
+    """Aligned crops of up to `batch_size` faces.
+
+    Attributes:
+      original: uint8 [B, size, size, 3] RGB crops of the original faces.
+      anonymized: uint8 [B, size, size, 3] the same squares cut from the copies.
+      image: the original's name of each face.
+      face_index: int32 [B] the face's row within its image in the txt.
+      box: int32 [B, 4] the annotated `x y w h` box.
+      method: the method label of each face.
+    """
+
+    original: np.ndarray
+    anonymized: np.ndarray
+    image: list[str]
+    face_index: np.ndarray
+    box: np.ndarray
+    method: list[str]
+
+    def __len__(self) -> int:
+        return len(self.original)
+
+
+def _batch(faces: list[tuple[np.ndarray, np.ndarray, str, int, tuple, str]]) -> FacePairBatch:
+    orig, anon, names, index, boxes, methods = zip(*faces, strict=True)
+    return FacePairBatch(np.stack(orig), np.stack(anon), list(names),
+                         np.array(index, np.int32), np.array(boxes, np.int32), list(methods))
+
+
+def iter_batches(pairing: Pairing, size: int = 128, batch_size: int = 64,
+                 min_face_px: int = 10, skipped: dict[str, int] | None = None
+                 ) -> Iterator[FacePairBatch]:
+    """Streams aligned original / anonymized crops of the faces of `pairing` (module docstring).
+
+    Both crops of a face are cut from the same square (`face_crops.crop_box` of the annotated
+    box, zero padding outside the image) and resized to `size`; every batch but the last has
+    `batch_size` faces.
+
+    Args:
+      pairing: from `pair_images`.
+      size: the crops' side in pixels.
+      batch_size: faces per batch.
+      min_face_px: faces narrower than this are left out (`small`).
+      skipped: if given, the faces left out are counted into it by reason: `small` (also empty
+        boxes), `record:<record>` (the manifest says the method was not applied, e.g.
+        `record:skipped:small`), `missing` (no copy), `unreadable` (an image that does not
+        decode), `size_mismatch` (copy and original differ in size).
+
+    Yields:
+      `FacePairBatch`es, faces in txt order.
+    """
+    skipped = {} if skipped is None else skipped
+
+    def skip(reason: str, n: int = 1) -> None:
+        skipped[reason] = skipped.get(reason, 0) + n
+
+    faces: list = []
+    for pair in pairing.pairs:
+        chosen = []
+        for i, (box, record) in enumerate(zip(pair.boxes, pair.records, strict=True)):
+            if box[2] < max(min_face_px, 1) or box[3] <= 0:
+                skip('small')
+            elif record is not None and record.startswith(_NOT_ANONYMIZED):
+                skip(f'record:{record}')
+            else:
+                chosen.append(i)
+        if not chosen:
+            continue
+        if pair.anon_path is None:
+            skip('missing', len(chosen))
+            continue
+        try:
+            original, anonymized = images.read(pair.orig_path), images.read(pair.anon_path)
+        except images.ImageDecodeError:
+            skip('unreadable', len(chosen))
+            continue
+        if original.shape != anonymized.shape:
+            skip('size_mismatch', len(chosen))
+            continue
+        for i in chosen:
+            square = face_crops.crop_box(pair.boxes[i])
+            faces.append((face_crops.cut(original, square, size),
+                          face_crops.cut(anonymized, square, size), pair.name, i,
+                          pair.boxes[i], pair.method))
+            if len(faces) == batch_size:
+                yield _batch(faces)
+                faces = []
+    if faces:
+        yield _batch(faces)
