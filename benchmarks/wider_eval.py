@@ -46,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from safefakes_jax.data import wider  # noqa: E402
+from safefakes_jax.data import wider, wider_mat  # noqa: E402
 
 # WIDER FACE val (wider_eval.md §1): images, real faces, 0-face images, kept faces per setting.
 VAL_IMAGES, VAL_EVENTS, VAL_FACES, VAL_EMPTY = 3226, 61, 39704, 4
@@ -206,7 +206,7 @@ def generate_case(out: str, seed: int = 0, n_images: int = VAL_IMAGES,
         write_prediction_file(os.path.join(pred_dir, ann.event, ann.stem + '.txt'), ann.name,
                               dets)
         n_written += len(dets)
-    wider.write_ground_truth(os.path.join(out, 'gt'), annotations, keep_idx)
+    wider_mat.write_ground_truth(os.path.join(out, 'gt'), annotations, keep_idx)
     case = {'seed': seed, 'images': n_images, 'events': n_events, 'faces': n_faces,
             'empty_images': n_empty, 'detections': n_written,
             'max_faces_per_image': int(counts.max()),

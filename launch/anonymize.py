@@ -25,7 +25,8 @@ _QUIET = flags.DEFINE_bool('quiet', False, 'No progress bar.')
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-    from safefakes_jax.anonymizers import engine, manifest
+    from safefakes_jax.anonymizers import engine
+    from safefakes_jax.data import manifest
 
     config = _CONFIG.value
     try:

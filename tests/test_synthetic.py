@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from safefakes_jax.data import synthetic, wider
+from safefakes_jax.data import synthetic, synthetic_scene, wider, wider_mat
 from safefakes_jax.data import synthetic_faces as sf
+from safefakes_jax.data import synthetic_person as sp
 from tests.folders import read_tree
 
 N_TRAIN, N_VAL = 6, 4
@@ -122,7 +123,7 @@ def test_mat_files_official_structure_and_keep_lists(root):
     for stem, k in sets['hard']:
         assert by_stem[stem].attributes[k, invalid] == 0
         assert by_stem[stem].boxes[k, 3] >= 10
-    gt = wider.read_ground_truth(gt_dir)
+    gt = wider_mat.read_ground_truth(gt_dir)
     for image in gt.images:
         expected = synthetic.difficulty_keep(by_stem[image.stem].boxes,
                                              by_stem[image.stem].attributes)
@@ -147,7 +148,7 @@ def test_sidecar_consistent_with_txt_and_image(root, split):
     anns, records = _annotations(root, split), _sidecar(root, split)
     assert [a.name for a in anns] == [r['image'] for r in records]
     names = dict(zip(wider.ATTRIBUTE_NAMES, range(6), strict=True))
-    first, last = synthetic.Config(**{k: v for k, v in KW.items() if k != 'progress'}
+    first, last = synthetic_scene.Config(**{k: v for k, v in KW.items() if k != 'progress'}
                                    ).identity_pool(split)
     for ann, rec in zip(anns, records, strict=True):
         w, h = rec['width'], rec['height']
@@ -192,9 +193,9 @@ def test_identities_recur_and_pools_are_disjoint(root):
 
 
 def test_face_pixels_differ_from_background():
-    cfg = synthetic.Config()
-    img, rendered = synthetic.render_image(cfg, 'val', 0, 4)
-    empty, _ = synthetic.render_image(cfg, 'val', 0, 4, people=False)
+    cfg = synthetic_scene.Config()
+    img, rendered = synthetic_scene.render_image(cfg, 'val', 0, 4)
+    empty, _ = synthetic_scene.render_image(cfg, 'val', 0, 4, people=False)
     faces = rendered.record['faces']
     assert faces
     big = max(faces, key=lambda f: f['box'][2] * f['box'][3])
@@ -214,9 +215,9 @@ def test_person_drawing_follows_landmarks():
     img = np.full((300, 300, 3), 128, np.uint8)
     owner = np.full((300, 300), -1, np.int16)
     ident = sf.sample_identity(5, 0)
-    person = sf.Person(ident, sf.Expression(), sf.Pose(), scale=50)
+    person = sp.Person(ident, sf.Expression(), sp.Pose(), scale=50)
     person.offset = np.array([150.0, 120.0])
-    person.draw(sf.Canvas(img, owner), owner=0)
+    person.draw(sp.Canvas(img, owner), owner=0)
     lm, _ = person.face_points()
     cheek = np.round((lm[3] + lm[31]) / 2).astype(int)  # Between jaw and nose: plain skin.
     np.testing.assert_allclose(img[cheek[1], cheek[0]], ident.skin, atol=2)
@@ -231,11 +232,11 @@ def test_person_drawing_follows_landmarks():
 
 def test_yaw_moves_nose_towards_image_right():
     ident = sf.sample_identity(1, 0)
-    left = sf.Person(ident, sf.Expression(), sf.Pose(yaw=-30), 50).face_points()[0]
-    right = sf.Person(ident, sf.Expression(), sf.Pose(yaw=30), 50).face_points()[0]
+    left = sp.Person(ident, sf.Expression(), sp.Pose(yaw=-30), 50).face_points()[0]
+    right = sp.Person(ident, sf.Expression(), sp.Pose(yaw=30), 50).face_points()[0]
     assert right[30, 0] > 0 > left[30, 0]
     # Yaw towards the image right turns the person's left ear (+x) away.
-    facing = sf.Person(ident, sf.Expression(), sf.Pose(yaw=40), 50).ear_facing()
+    facing = sp.Person(ident, sf.Expression(), sp.Pose(yaw=40), 50).ear_facing()
     assert facing[1] < -0.25 < facing[0]
 
 

@@ -378,7 +378,7 @@ def test_unknown_final_procedure_fails_before_compiling(roots, tmp_path):
 def test_multiscale_evaluation_covers_every_val_image(roots):
     import jax
 
-    from safefakes_jax.data import wider
+    from safefakes_jax.data import wider_mat
     from safefakes_jax.evaluation import detector_eval
     from safefakes_jax.models import dsfd
 
@@ -390,7 +390,7 @@ def test_multiscale_evaluation_covers_every_val_image(roots):
     # Capped at 128 px: the 128-px images would be run up to 10x.
     preds = detector_eval.predict_multiscale(model, params, roots, aspect_ratio=1.0,
                                              max_side=128)
-    gt = wider.read_ground_truth(wider.ground_truth_dir(roots))
+    gt = wider_mat.read_ground_truth(wider_mat.ground_truth_dir(roots))
     assert set(preds) == {(im.event, im.stem) for im in gt.images}
     assert all(p.shape[1] == 5 and np.isfinite(p).all() for p in preds.values())
     ap = detector_eval.average_precision(preds, gt)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from safefakes_jax.data import wider
+from safefakes_jax.data import wider, wider_mat
 
 # Rows end in a space, as in the official files.
 TXT = ''.join(line + '\n' for line in [
@@ -154,7 +154,7 @@ def _keep():
 
 def test_mat_official_structure(tmp_path):
     anns = _anns()
-    wider.write_ground_truth(tmp_path, anns, _keep())
+    wider_mat.write_ground_truth(tmp_path, anns, _keep())
     m = scipy.io.loadmat(tmp_path / 'wider_face_val.mat')
     # Events in the official order: by event number.
     assert [str(m['event_list'][i][0][0]) for i in range(3)] == [
@@ -175,8 +175,8 @@ def test_mat_official_structure(tmp_path):
 
 def test_mat_round_trip(tmp_path):
     anns = _anns()
-    wider.write_ground_truth(tmp_path, anns, _keep())
-    gt = wider.read_ground_truth(tmp_path)
+    wider_mat.write_ground_truth(tmp_path, anns, _keep())
+    gt = wider_mat.read_ground_truth(tmp_path)
     assert gt.events == ['0--Parade', '2--Demonstration', '10--People_Marching']
     by_stem = {im.stem: im for im in gt.images}
     assert sorted(by_stem) == ['a_1', 'a_2', 'b_1', 'c_1']
@@ -193,30 +193,30 @@ def _variables(m):
 
 def test_mat_keep_indices_int_written_double_accepted(tmp_path):
     anns = _anns()[:1]
-    wider.write_ground_truth(tmp_path, anns, {s: [np.array([1])] for s in wider.SETTINGS})
+    wider_mat.write_ground_truth(tmp_path, anns, {s: [np.array([1])] for s in wider.SETTINGS})
     m = scipy.io.loadmat(tmp_path / 'wider_hard_val.mat')
     assert m['gt_list'][0][0][0][0].dtype == np.int32
     m['gt_list'][0][0][0][0] = np.array([[2.0]])  # MATLAB's default double.
     scipy.io.savemat(tmp_path / 'wider_hard_val.mat', _variables(m))
-    gt = wider.read_ground_truth(tmp_path)
+    gt = wider_mat.read_ground_truth(tmp_path)
     np.testing.assert_array_equal(gt.images[0].keep['hard'], [1])
 
 
 def test_mat_bad_keep_index(tmp_path):
     anns = _anns()[:1]
     with pytest.raises(ValueError, match='keep index out of range'):
-        wider.write_ground_truth(tmp_path, anns, {s: [np.array([5])] for s in wider.SETTINGS})
-    wider.write_ground_truth(tmp_path, anns, {s: [np.array([0])] for s in wider.SETTINGS})
+        wider_mat.write_ground_truth(tmp_path, anns, {s: [np.array([5])] for s in wider.SETTINGS})
+    wider_mat.write_ground_truth(tmp_path, anns, {s: [np.array([0])] for s in wider.SETTINGS})
     m = scipy.io.loadmat(tmp_path / 'wider_easy_val.mat')
     m['gt_list'][0][0][0][0] = np.array([[0.0]])  # 0 is not a 1-based index.
     scipy.io.savemat(tmp_path / 'wider_easy_val.mat', _variables(m))
     with pytest.raises(wider.FormatError, match='wider_easy_val.mat.*1-based'):
-        wider.read_ground_truth(tmp_path)
+        wider_mat.read_ground_truth(tmp_path)
 
 
 def test_missing_mat_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match='wider_face_val.mat'):
-        wider.read_ground_truth(tmp_path)
+        wider_mat.read_ground_truth(tmp_path)
 
 
 def test_predictions_round_trip_exact(tmp_path):

@@ -5,16 +5,16 @@ import math
 import numpy as np
 import pytest
 
-from safefakes_jax.data import wider
+from safefakes_jax.data import wider, wider_mat
 from safefakes_jax.evaluation import wider_ap
 
 
 def make_gt(images, keep=None):
     """GroundTruth from [(event, stem, boxes xywh)], keep: setting -> per-image index lists."""
     keep = keep or {s: [list(range(len(b))) for _, _, b in images] for s in wider.SETTINGS}
-    return wider.GroundTruth(
+    return wider_mat.GroundTruth(
         sorted({e for e, _, _ in images}),
-        [wider.GroundTruthImage(e, s, np.asarray(b, np.int32).reshape(-1, 4),
+        [wider_mat.GroundTruthImage(e, s, np.asarray(b, np.int32).reshape(-1, 4),
                                 {k: np.asarray(keep[k][i], np.int64) for k in wider.SETTINGS})
          for i, (e, s, b) in enumerate(images)])
 
@@ -22,7 +22,7 @@ def make_gt(images, keep=None):
 def write_gt(gt_dir, gt):
     anns = [wider.ImageAnnotation(f'{im.event}/{im.stem}.jpg', im.boxes,
                                   np.zeros((len(im.boxes), 6))) for im in gt.images]
-    wider.write_ground_truth(gt_dir, anns, {s: [im.keep[s] for im in gt.images]
+    wider_mat.write_ground_truth(gt_dir, anns, {s: [im.keep[s] for im in gt.images]
                                             for s in wider.SETTINGS})
 
 
@@ -239,7 +239,7 @@ def test_folder_and_in_memory_paths_agree(tmp_path):
     write_gt(tmp_path / 'gt', gt)
     wider.write_predictions(tmp_path / 'pred', preds)
     from_folder = wider_ap.evaluate(tmp_path / 'pred', tmp_path / 'gt')
-    in_memory = wider_ap.evaluate(preds, wider.read_ground_truth(tmp_path / 'gt'))
+    in_memory = wider_ap.evaluate(preds, wider_mat.read_ground_truth(tmp_path / 'gt'))
     assert from_folder == in_memory
     for s in wider.SETTINGS:
         np.testing.assert_array_equal(from_folder.curves[s].precision,

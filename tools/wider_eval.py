@@ -31,7 +31,7 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from safefakes_jax.data import atomic_io, wider  # noqa: E402
+from safefakes_jax.data import atomic_io, wider, wider_mat  # noqa: E402
 from safefakes_jax.evaluation import wider_ap  # noqa: E402
 
 
@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f'labels must differ, got {labels}; pass --label for each --pred')
     gt_dir = args.gt
     if not os.path.isfile(os.path.join(gt_dir, 'wider_face_val.mat')):
-        gt_dir = wider.ground_truth_dir(gt_dir)
+        gt_dir = wider_mat.ground_truth_dir(gt_dir)
     try:
-        gt = wider.read_ground_truth(gt_dir)
+        gt = wider_mat.read_ground_truth(gt_dir)
         results = {}
         for label, pred in zip(labels, args.pred, strict=True):
             start = time.perf_counter()

@@ -31,7 +31,7 @@ import tqdm
 from jax.experimental import multihost_utils
 
 from safefakes_jax import sharding
-from safefakes_jax.data import atomic_io, detection_pipeline, images, root_paths, wider
+from safefakes_jax.data import atomic_io, detection_pipeline, images, root_paths, wider, wider_mat
 from safefakes_jax.detection import multiscale_test, postprocess
 from safefakes_jax.evaluation import image_grids, wider_ap
 from safefakes_jax.models import dsfd
@@ -206,7 +206,7 @@ def predict_multiscale(model: Any, params: Any, val_root: str, *, aspect_ratio: 
     return allgather_predictions(preds)
 
 
-def average_precision(preds: Predictions, ground_truth: wider.GroundTruth) -> dict[str, float]:
+def average_precision(preds: Predictions, ground_truth: wider_mat.GroundTruth) -> dict[str, float]:
     """Easy / medium / hard AP (official protocol) of `preds`."""
     ap = wider_ap.evaluate(preds, ground_truth)
     return {k: float(ap[k]) for k in wider.SETTINGS}

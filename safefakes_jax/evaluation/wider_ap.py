@@ -50,7 +50,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from safefakes_jax.data import root_paths, wider
+from safefakes_jax.data import root_paths, wider, wider_mat
 
 SETTINGS = wider.SETTINGS
 _REALMIN_SINGLE = float(np.finfo(np.float32).tiny)
@@ -175,7 +175,7 @@ def scan_prediction_folder(pred_dir: str | os.PathLike
 
 
 def _no_match_message(pred_dir: str, files: Mapping[tuple[str, str], str], other: list[str],
-                      gt: wider.GroundTruth) -> str:
+                      gt: wider_mat.GroundTruth) -> str:
     im = gt.images[0]
     found = [f'{e}/{s}.txt' for e, s in list(files)[:_EXAMPLES]] + other
     found = found[:_EXAMPLES]
@@ -187,7 +187,7 @@ def _no_match_message(pred_dir: str, files: Mapping[tuple[str, str], str], other
 
 
 def _gather_predictions(predictions: str | os.PathLike | Predictions,
-                        gt: wider.GroundTruth) -> tuple[list[np.ndarray], int]:
+                        gt: wider_mat.GroundTruth) -> tuple[list[np.ndarray], int]:
     """One float64 [N, 5] array per ground-truth image, in ground-truth order, and the number
     of ground-truth images that had predictions."""
     keys = [(im.event, im.stem) for im in gt.images]
@@ -271,14 +271,14 @@ def _match(det_img, det_boxes, gt_start, gt_count, gt_boxes, iou_thresh):
 
 
 def evaluate(predictions: str | os.PathLike | Predictions,
-             gt_dir: str | os.PathLike | wider.GroundTruth, iou_thresh: float = 0.5,
+             gt_dir: str | os.PathLike | wider_mat.GroundTruth, iou_thresh: float = 0.5,
              num_thresholds: int = 1000) -> APResult:
     """WIDER FACE AP of the easy, medium and hard settings (official protocol).
 
     Args:
       predictions: a prediction folder (`<event>/<image>.txt`: name, count, `x y w h score`
         rows) or an in-memory `{(event, image): array [N, 5] x y w h score}`.
-      gt_dir: `eval_tools/ground_truth` (the four .mat files), or its `wider.GroundTruth`.
+      gt_dir: `eval_tools/ground_truth` (the four .mat files), or its `wider_mat.GroundTruth`.
       iou_thresh: matching threshold (official: 0.5).
       num_thresholds: score thresholds of the PR curve (official: 1000).
 
@@ -293,7 +293,7 @@ def evaluate(predictions: str | os.PathLike | Predictions,
     """
     if not 0 < iou_thresh <= 1:
         raise ValueError(f'iou_thresh must be in (0, 1], got {iou_thresh}')
-    gt = gt_dir if isinstance(gt_dir, wider.GroundTruth) else wider.read_ground_truth(gt_dir)
+    gt = gt_dir if isinstance(gt_dir, wider_mat.GroundTruth) else wider_mat.read_ground_truth(gt_dir)
     per_image, n_matched = _gather_predictions(predictions, gt)
 
     # Flat ground truth: [x1 y1 x2 y2] with x2 = x + w, as evaluation.m.

@@ -37,7 +37,7 @@ from jax.experimental import multihost_utils
 
 from safefakes_jax import sharding
 from safefakes_jax.anonymizers import base as anonymizer_base
-from safefakes_jax.data import detection_pipeline, manifest, tfds_wider, wider
+from safefakes_jax.data import detection_pipeline, manifest, tfds_wider, wider, wider_mat
 from safefakes_jax.evaluation import detector_eval
 from safefakes_jax.models import dsfd, torch_import
 from safefakes_jax.train import detector_step, loop, optim
@@ -90,7 +90,7 @@ def check_inputs(config: ml_collections.ConfigDict) -> None:
     val_how = (f'python tools/make_synthetic_wider.py --out {val}' if 'synthetic' in val
                else 'see README.md, "Real WIDER FACE"')
     wider.require_split(val, 'val', how_to_create=val_how)
-    gt = wider.ground_truth_dir(val)
+    gt = wider_mat.ground_truth_dir(val)
     if not os.path.isdir(gt):
         raise FileNotFoundError(f'WIDER FACE val ground truth not found: {gt} is missing '
                                 f'(root {val!r}). Create it with: {val_how}')

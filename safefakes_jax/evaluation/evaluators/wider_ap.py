@@ -20,7 +20,7 @@ from typing import Any
 
 import jax
 
-from safefakes_jax.data import wider
+from safefakes_jax.data import wider, wider_mat
 from safefakes_jax.detection import anchors
 from safefakes_jax.evaluation import detector_eval, image_grids
 from safefakes_jax.evaluation.evaluators import Context, Result
@@ -50,7 +50,7 @@ class Evaluator:
         self.model = context.models[o['network']]
         self.val_root = config.data.val_root
         self.aspect_ratio = config.model.anchor_aspect_ratio
-        self.ground_truth = wider.read_ground_truth(wider.ground_truth_dir(self.val_root))
+        self.ground_truth = wider_mat.read_ground_truth(wider_mat.ground_truth_dir(self.val_root))
         if o['procedure'] == 'single':
             self.predict_fn = detector_eval.make_predict_step(self.model, self.mesh)
             _, self.anchors = anchors.shot_anchors(o['image_size'], self.aspect_ratio)
