@@ -8,7 +8,7 @@ SYNTH := $(CACHE)/synthetic_wider
 # Keep TF and XLA quiet and off any GPU in the tests.
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv demo test test-all lint bench clean
+.PHONY: venv demo test test-all lint format bench clean
 
 venv: $(STAMP)
 
@@ -46,13 +46,20 @@ demo: $(STAMP) $(SYNTH)/synthetic_info.json
 
 # The TFDS records the tests prepare go to a fresh temporary folder, removed afterwards (not
 # into the user's cache, data/tfds_wider.py's default).
-test: $(STAMP)
+# One code style: `ruff format` (settings in pyproject.toml); `make format` applies it.
+lint: $(STAMP)
+	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+test: lint
 	@tfds=$$(mktemp -d) && SAFEFAKES_TFDS_DIR=$$tfds $(PY) -m pytest -n 2 -q; \
 		status=$$?; rm -rf "$$tfds"; exit $$status
 
-test-all: $(STAMP)
-	$(PY) -m ruff check .
+test-all: lint
 	@tfds=$$(mktemp -d) && SAFEFAKES_TFDS_DIR=$$tfds $(PY) -m pytest -n 2 -q -m ''; \
 		status=$$?; rm -rf "$$tfds"; exit $$status
 

@@ -79,7 +79,7 @@ def make_source(args, tmp: str) -> tuple[str, list[wider.ImageAnnotation]]:
         synthetic.generate(gen, n_gen, 0, seed=0, workers=args.workers or None, progress=False)
     anns = wider.read_bbx_gt(wider.split_paths(gen, 'train')[0])
     counts = np.array([len(a.boxes) for a in anns])
-    keep = np.argsort(-counts, kind='stable')[:args.images]
+    keep = np.argsort(-counts, kind='stable')[: args.images]
     return out, subset(gen, out, keep)
 
 
@@ -94,25 +94,38 @@ def describe(src: str, anns: list[wider.ImageAnnotation]) -> str:
             w, h = im.size
         mask = np.zeros((h, w), bool)
         for x, y, bw, bh in ann.boxes:
-            mask[max(y, 0):max(y + bh, 0), max(x, 0):max(x + bw, 0)] = True
+            mask[max(y, 0) : max(y + bh, 0), max(x, 0) : max(x + bw, 0)] = True
         box_px, image_px = box_px + mask.sum(), image_px + mask.size
-    return (f'{len(anns)} images, {faces.mean():.1f} faces/image, median face width '
-            f'{np.median(widths):.0f} px, {100 * box_px / image_px:.1f}% of pixels in boxes')
+    return (
+        f'{len(anns)} images, {faces.mean():.1f} faces/image, median face width '
+        f'{np.median(widths):.0f} px, {100 * box_px / image_px:.1f}% of pixels in boxes'
+    )
 
 
 def cpu_seconds() -> float:
     """User + system CPU time of this process and its reaped children (the workers)."""
-    return sum(getattr(resource.getrusage(who), f) for who in
-               (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) for f in ('ru_utime', 'ru_stime'))
+    return sum(
+        getattr(resource.getrusage(who), f)
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        for f in ('ru_utime', 'ru_stime')
+    )
 
 
-def time_once(src: str, dst: str, method: str | None, workers: int
-              ) -> tuple[float, float, int]:
+def time_once(src: str, dst: str, method: str | None, workers: int) -> tuple[float, float, int]:
     """(images/s, CPU ms per image, face records) of one engine run."""
-    config = ml_collections.ConfigDict({
-        'anonymizer': {'name': method or 'blackout'}, 'src': src, 'dst': dst,
-        'splits': ('train',), 'workers': workers, 'seed': 0, 'image_format': 'jpeg',
-        'jpeg_quality': 95, 'overwrite': False})
+    config = ml_collections.ConfigDict(
+        {
+            'anonymizer': {'name': method or 'blackout'},
+            'src': src,
+            'dst': dst,
+            'splits': ('train',),
+            'workers': workers,
+            'seed': 0,
+            'image_format': 'jpeg',
+            'jpeg_quality': 95,
+            'overwrite': False,
+        }
+    )
     shutil.rmtree(dst, ignore_errors=True)
     start, cpu = time.perf_counter(), cpu_seconds()
     summary = engine.run(config, progress=False, io_floor=method is None)
@@ -127,14 +140,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--src', help='WIDER-layout folder (default: synthetic, generated)')
     parser.add_argument('--images', type=int, default=1000)
-    parser.add_argument('--oversample', type=float, default=2.2,
-                        help='synthetic images drawn per image kept (densest kept)')
+    parser.add_argument(
+        '--oversample',
+        type=float,
+        default=2.2,
+        help='synthetic images drawn per image kept (densest kept)',
+    )
     parser.add_argument('--runs', type=int, default=3)
     parser.add_argument('--workers', type=int, default=0, help='0 = all cores')
     parser.add_argument('--methods', default=','.join(METHODS))
     parser.add_argument('--max_overhead', '--max-overhead', type=float, default=0.25)
-    parser.add_argument('--tmp', help='scratch folder, kept (reuses its generated images); '
-                        'default: a new temp folder, removed')
+    parser.add_argument(
+        '--tmp',
+        help='scratch folder, kept (reuses its generated images); '
+        'default: a new temp folder, removed',
+    )
     args = parser.parse_args()
     workers = args.workers or (os.cpu_count() or 1)
     methods = [m for m in args.methods.split(',') if m]
@@ -153,20 +173,26 @@ def main() -> int:
                 cpu_ms[method].append(ms)
         floor, floor_ms = statistics.median(ips.pop(None)), statistics.median(cpu_ms.pop(None))
         faces_per_image = n_faces / len(anns)
-        print(f'median of {args.runs} runs; overhead = floor images/s / method images/s - 1 '
-              '(CPU: method CPU / floor CPU - 1)')
-        print(f' io_floor: {floor:7.1f} images/s  {floor_ms:6.1f} CPU ms/image  '
-              '(decode + re-encode, nothing anonymized)')
+        print(
+            f'median of {args.runs} runs; overhead = floor images/s / method images/s - 1 '
+            '(CPU: method CPU / floor CPU - 1)'
+        )
+        print(
+            f' io_floor: {floor:7.1f} images/s  {floor_ms:6.1f} CPU ms/image  '
+            '(decode + re-encode, nothing anonymized)'
+        )
         failed = False
         for method, speeds in ips.items():
             speed, ms = statistics.median(speeds), statistics.median(cpu_ms[method])
             overhead = floor / speed - 1
             ok = overhead <= args.max_overhead
             failed |= not ok
-            print(f'{method:>9}: {speed:7.1f} images/s  {ms:6.1f} CPU ms/image  '
-                  f'{speed * faces_per_image:6.0f} faces/s  overhead {100 * overhead:+5.1f}% '
-                  f'(CPU {100 * (ms / floor_ms - 1):+5.1f}%)  '
-                  f'{"ok" if ok else "FAIL"} (<= {100 * args.max_overhead:.0f}%)')
+            print(
+                f'{method:>9}: {speed:7.1f} images/s  {ms:6.1f} CPU ms/image  '
+                f'{speed * faces_per_image:6.0f} faces/s  overhead {100 * overhead:+5.1f}% '
+                f'(CPU {100 * (ms / floor_ms - 1):+5.1f}%)  '
+                f'{"ok" if ok else "FAIL"} (<= {100 * args.max_overhead:.0f}%)'
+            )
     finally:
         if not args.tmp:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -59,13 +59,15 @@ def copies(args: argparse.Namespace) -> list[tuple[str, str, str]]:
             out.append((method, made, 'launch/anonymize.py'))
             continue
         dst = os.path.join(args.work, method)
-        audit_variants.write_copy(args.orig, dst, method_transform(method), args.split,
-                                  args.max_images)
+        audit_variants.write_copy(
+            args.orig, dst, method_transform(method), args.split, args.max_images
+        )
         out.append((method, dst, 'built here'))
     for kind in args.variants:
         dst = os.path.join(args.work, kind)
-        audit_variants.write_copy(args.orig, dst, audit_variants.variant_transform(kind),
-                                  args.split, args.max_images)
+        audit_variants.write_copy(
+            args.orig, dst, audit_variants.variant_transform(kind), args.split, args.max_images
+        )
         out.append((kind, dst, 'variant'))
     return out
 
@@ -76,8 +78,10 @@ def _pct(value: float | None) -> str:
 
 def table(rows: list[tuple[str, dict]]) -> str:
     """The calibration table (one row per copy, figures from `audit.summarize_rows`)."""
-    head = (f'{"copy":10s} {"faces":>6s} {"leak":>6s} {"unch.":>6s} {"near":>6s} {"ident.":>6s}'
-            f' | {"id n":>5s} {"match":>6s} {"noface":>6s} {"n/m":>5s} | {"ssim*":>6s}')
+    head = (
+        f'{"copy":10s} {"faces":>6s} {"leak":>6s} {"unch.":>6s} {"near":>6s} {"ident.":>6s}'
+        f' | {"id n":>5s} {"match":>6s} {"noface":>6s} {"n/m":>5s} | {"ssim*":>6s}'
+    )
     lines = [head, '-' * len(head)]
     for label, s in rows:
         rules = s['leak_rate_by_rule']
@@ -86,45 +90,72 @@ def table(rows: list[tuple[str, dict]]) -> str:
             f'{_pct(rules["unchanged_pixels"]):>6s} {_pct(rules["near_copy"]):>6s} '
             f'{_pct(rules["identity_match"]):>6s} | {s["identity_faces"]:5d} '
             f'{_pct(s["identity_match_rate"]):>6s} {s["identity_no_face_found"]:6d} '
-            f'{s["identity_no_face_in_original"]:5d} | {_pct(s["mean_near_copy_score"]):>6s}')
-    lines.append('leak: leak rate; unch. / near / ident.: rate of faces firing unchanged_pixels '
-                 '/ near_copy / identity_match; id n: faces whose identity was measured '
-                 '(original face detected), match: identity-match rate among them, noface: no '
-                 'face found in the copy, n/m: not measurable (no face detected in the '
-                 'original); ssim*: mean near-copy score.')
+            f'{s["identity_no_face_in_original"]:5d} | {_pct(s["mean_near_copy_score"]):>6s}'
+        )
+    lines.append(
+        'leak: leak rate; unch. / near / ident.: rate of faces firing unchanged_pixels '
+        '/ near_copy / identity_match; id n: faces whose identity was measured '
+        '(original face detected), match: identity-match rate among them, noface: no '
+        'face found in the copy, n/m: not measurable (no face detected in the '
+        'original); ssim*: mean near-copy score.'
+    )
     return '\n'.join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--orig', default='cache/synthetic_wider',
-                        help='original WIDER-layout folder (default %(default)s)')
+    parser.add_argument(
+        '--orig',
+        default='cache/synthetic_wider',
+        help='original WIDER-layout folder (default %(default)s)',
+    )
     parser.add_argument('--work', required=True, help='folder for the variant copies')
     parser.add_argument('--split', default='train', choices=wider.SPLITS)
-    parser.add_argument('--max_images', type=int, default=None,
-                        help='audit the first N images only (default: all)')
-    parser.add_argument('--methods', default=','.join(METHODS),
-                        type=lambda s: [m for m in s.split(',') if m])
-    parser.add_argument('--variants', default=','.join(audit_variants.VARIANTS),
-                        type=lambda s: [m for m in s.split(',') if m])
-    parser.add_argument('--build_methods', action='store_true',
-                        help='anonymize here even where <orig>_<method> exists')
+    parser.add_argument(
+        '--max_images', type=int, default=None, help='audit the first N images only (default: all)'
+    )
+    parser.add_argument(
+        '--methods', default=','.join(METHODS), type=lambda s: [m for m in s.split(',') if m]
+    )
+    parser.add_argument(
+        '--variants',
+        default=','.join(audit_variants.VARIANTS),
+        type=lambda s: [m for m in s.split(',') if m],
+    )
+    parser.add_argument(
+        '--build_methods',
+        action='store_true',
+        help='anonymize here even where <orig>_<method> exists',
+    )
     parser.add_argument('--identity_min_px', type=int, default=audit.DEFAULT_IDENTITY_MIN_PX)
     parser.add_argument('--workers', type=int, default=1)
-    parser.add_argument('--json', help='write every copy\'s summary here')
+    parser.add_argument('--json', help="write every copy's summary here")
     args = parser.parse_args(argv)
     if not _has_split(args.orig, args.split):
-        parser.error(f'{args.orig} has no {args.split} split; make it with python '
-                     'tools/make_synthetic_wider.py --out cache/synthetic_wider --train 1000 '
-                     '--val 300 --seed 0 --crops 128')
+        parser.error(
+            f'{args.orig} has no {args.split} split; make it with python '
+            'tools/make_synthetic_wider.py --out cache/synthetic_wider --train 1000 '
+            '--val 300 --seed 0 --crops 128'
+        )
     options = audit.AuditOptions(identity_min_px=args.identity_min_px)
     results = []
     for label, folder, how in copies(args):
         start = time.perf_counter()
-        result = audit.audit(args.orig, folder, args.split, options, workers=args.workers,
-                             progress=False, max_images=args.max_images, method=label)
-        print(f'{label}: {folder} ({how}), {result.summary["images"]} images, '
-              f'{time.perf_counter() - start:.0f} s', flush=True)
+        result = audit.audit(
+            args.orig,
+            folder,
+            args.split,
+            options,
+            workers=args.workers,
+            progress=False,
+            max_images=args.max_images,
+            method=label,
+        )
+        print(
+            f'{label}: {folder} ({how}), {result.summary["images"]} images, '
+            f'{time.perf_counter() - start:.0f} s',
+            flush=True,
+        )
         results.append((label, result.summary['all']))
     print(table(results))
     if args.json:

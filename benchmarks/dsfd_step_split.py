@@ -41,8 +41,7 @@ from safefakes_jax.models import dsfd  # noqa: E402
 from safefakes_jax.train import detector_step, detector_trainer  # noqa: E402
 from safefakes_jax.train import state as state_lib  # noqa: E402
 
-CASES = {'smoke': dict(width=0.125, size=256, batch=8), 'mid': dict(width=0.25, size=640,
-                                                                    batch=2)}
+CASES = {'smoke': dict(width=0.125, size=256, batch=8), 'mid': dict(width=0.25, size=640, batch=2)}
 
 
 def timed(fn, args_list, steps: int, repeats: int) -> float:
@@ -91,8 +90,9 @@ def run_case(name: str, steps: int, repeats: int) -> None:
     def network_step(s, batch):
         net = s.nets[detector_step.NETWORK]
         grads = jax.grad(network_loss)(net.params, batch['image'])
-        return s.update(**{detector_step.NETWORK: net.apply_gradients(grads)}).next_step(), \
-            optax.tree.norm(grads)
+        return s.update(
+            **{detector_step.NETWORK: net.apply_gradients(grads)}
+        ).next_step(), optax.tree.norm(grads)
 
     nstate = fresh_state()
 
@@ -103,7 +103,8 @@ def run_case(name: str, steps: int, repeats: int) -> None:
 
     first, second = anchors.shot_anchors(size)
     outputs = jax.jit(lambda p, x: model.apply({'params': p}, dsfd.preprocess(x)))(
-        fresh_state().nets[detector_step.NETWORK].params, batches[0]['image'])
+        fresh_state().nets[detector_step.NETWORK].params, batches[0]['image']
+    )
 
     @jax.jit
     def matching_loss(out, batch):
@@ -111,8 +112,9 @@ def run_case(name: str, steps: int, repeats: int) -> None:
         for shot, anc in (('1', first), ('2', second)):
             boxes = batch['boxes'].astype(jnp.float32) / size
             loc_t, labels = matching.match_batch(boxes, batch['box_mask'], jnp.asarray(anc))
-            loc, conf = multibox_loss.multibox_loss(out['loc' + shot], out['conf' + shot],
-                                                    loc_t, labels)
+            loc, conf = multibox_loss.multibox_loss(
+                out['loc' + shot], out['conf' + shot], loc_t, labels
+            )
             total = total + loc + conf
         return total
 
@@ -130,11 +132,16 @@ def run_case(name: str, steps: int, repeats: int) -> None:
     t_match = timed(matching_loss, [(outputs, b) for b in batches], steps, repeats)
     t_mine = timed(mining, [(outputs,)], steps, repeats)
     n_anchors = len(second)
-    print(f'{name}: width {case["width"]}, {size} px, batch {batch_size}, {n_anchors} anchors '
-          f'per shot ({jax.devices()[0].platform}, {steps} steps x {repeats} repeats, medians)')
-    for label, t in (('full step', t_full), ('network fwd+bwd+update', t_net),
-                     ('matching + loss (both shots)', t_match),
-                     ('hard-negative mining (both shots)', t_mine)):
+    print(
+        f'{name}: width {case["width"]}, {size} px, batch {batch_size}, {n_anchors} anchors '
+        f'per shot ({jax.devices()[0].platform}, {steps} steps x {repeats} repeats, medians)'
+    )
+    for label, t in (
+        ('full step', t_full),
+        ('network fwd+bwd+update', t_net),
+        ('matching + loss (both shots)', t_match),
+        ('hard-negative mining (both shots)', t_mine),
+    ):
         print(f'  {label:36s} {t * 1e3:9.1f} ms  {100 * t / t_full:5.1f}% of the full step')
 
 

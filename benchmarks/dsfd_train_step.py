@@ -49,8 +49,9 @@ def case_config(name: str) -> ml_collections.ConfigDict:
     return dsfd_original.get_config('smoke' if name == 'smoke' else None)
 
 
-def synthetic_batch(rng: np.random.Generator, batch_size: int, size: int, max_boxes: int,
-                    max_faces: int = 8) -> dict[str, np.ndarray]:
+def synthetic_batch(
+    rng: np.random.Generator, batch_size: int, size: int, max_boxes: int, max_faces: int = 8
+) -> dict[str, np.ndarray]:
     """Random uint8 images and 1..max_faces random valid boxes per image (padded, masked)."""
     image = rng.integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8)
     boxes = np.zeros((batch_size, max_boxes, 4), np.float32)
@@ -113,13 +114,23 @@ def run_case(name: str, steps: int, bf16: bool, seed: int = 0) -> str:
     jax.block_until_ready(state)
     init_s = time.perf_counter() - start
     step_fn = detector_step.make_train_step(
-        model, schedule, mesh, image_size=size,
-        aspect_ratio=cfg.model.anchor_aspect_ratio, match_threshold=cfg.model.match_threshold,
-        pal_weight=cfg.model.pal_weight, neg_pos_ratio=cfg.model.neg_pos_ratio)
+        model,
+        schedule,
+        mesh,
+        image_size=size,
+        aspect_ratio=cfg.model.anchor_aspect_ratio,
+        match_threshold=cfg.model.match_threshold,
+        pal_weight=cfg.model.pal_weight,
+        neg_pos_ratio=cfg.model.neg_pos_ratio,
+    )
     rng = jax.device_put(jax.random.key(seed + 1), sharding.replicated(mesh))
     np_rng = np.random.default_rng(seed)
-    batches = [detector_step.shard_batch(
-        synthetic_batch(np_rng, batch_size, size, cfg.data.max_boxes), mesh) for _ in range(2)]
+    batches = [
+        detector_step.shard_batch(
+            synthetic_batch(np_rng, batch_size, size, cfg.data.max_boxes), mesh
+        )
+        for _ in range(2)
+    ]
 
     start = time.perf_counter()
     lowered = step_fn.lower(state, batches[0], rng)
@@ -139,26 +150,36 @@ def run_case(name: str, steps: int, bf16: bool, seed: int = 0) -> str:
     if not np.isfinite(loss):
         raise FloatingPointError(f'{name}: non-finite loss {loss}')
     step_s = statistics.median(times)
-    print(f'{name}: init {init_s:.1f} s, steps ' + ', '.join(f'{t:.3f}' for t in times)
-          + f' s, last loss {loss:.3f}', file=sys.stderr)
+    print(
+        f'{name}: init {init_s:.1f} s, steps '
+        + ', '.join(f'{t:.3f}' for t in times)
+        + f' s, last loss {loss:.3f}',
+        file=sys.stderr,
+    )
 
     dev = mesh.devices.flat[0]
     kind = getattr(dev, 'device_kind', platform)
-    flop_part = (f'{flop_str(flops)}/step, {flop_str(flops / step_s)}/s' if flops
-                 else 'n/a FLOP/step, n/a FLOP/s')
+    flop_part = (
+        f'{flop_str(flops)}/step, {flop_str(flops / step_s)}/s'
+        if flops
+        else 'n/a FLOP/step, n/a FLOP/s'
+    )
     tag = f'{name} {size} b{batch_size}' + (' bf16' if bf16 else '')
     if name == 'smoke':
         tag += f' w{cfg.model.width:g}'
-    return (f'dsfd_train_step[{tag}]: compile {compile_s:.1f} s, step {step_s:.3f} s '
-            f'(median of {steps}), {batch_size / step_s:.2f} images/s, {flop_part} on '
-            f'{n_dev} {platform} devices ({kind})')
+    return (
+        f'dsfd_train_step[{tag}]: compile {compile_s:.1f} s, step {step_s:.3f} s '
+        f'(median of {steps}), {batch_size / step_s:.2f} images/s, {flop_part} on '
+        f'{n_dev} {platform} devices ({kind})'
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--cases', default='paper,smoke', help='comma-separated: paper,smoke')
-    parser.add_argument('--steps', type=int, default=0,
-                        help='timed steps per case (default: 5 paper, 10 smoke)')
+    parser.add_argument(
+        '--steps', type=int, default=0, help='timed steps per case (default: 5 paper, 10 smoke)'
+    )
     parser.add_argument('--bf16', action='store_true', help='bfloat16 compute (params float32)')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args()

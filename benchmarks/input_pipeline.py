@@ -52,7 +52,7 @@ def write_mosaic_wider(root: str, n_images: int, seed: int = 0) -> None:
                 if rng.uniform() < 0.5:
                     tile = tile[:, ::-1]
                 w, h = min(tw, width - x), min(th, height - y)
-                canvas[y:y + h, x:x + w] = tile[:h, :w]
+                canvas[y : y + h, x : x + w] = tile[:h, :w]
                 x += tw
             y += th
         n = int(rng.integers(3, 16))
@@ -78,8 +78,10 @@ def make_folder(root: str, n_images: int, source: str) -> str:
             synthetic.generate(root, n_images, 0, seed=0, progress=False)
             return 'synthetic'
         except Exception as e:  # The generator is optional here; say why it was not used.
-            print(f'synthetic generator unavailable ({type(e).__name__}: {e}); using mosaics',
-                  file=sys.stderr)
+            print(
+                f'synthetic generator unavailable ({type(e).__name__}: {e}); using mosaics',
+                file=sys.stderr,
+            )
     write_mosaic_wider(root, n_images)
     return 'mosaic'
 
@@ -114,13 +116,22 @@ def main() -> None:
         txt, images_dir = wider.split_paths(root, 'train')
         anns = wider.read_bbx_gt(txt)
         sizes = [os.path.getsize(os.path.join(images_dir, a.name)) for a in anns]
-        print(f'{len(anns)} images, mean {np.mean(sizes) / 1e3:.0f} kB, '
-              f'{np.mean([len(a.valid_boxes) for a in anns]):.1f} faces/image, '
-              f'{os.cpu_count()} CPUs', file=sys.stderr)
+        print(
+            f'{len(anns)} images, mean {np.mean(sizes) / 1e3:.0f} kB, '
+            f'{np.mean([len(a.valid_boxes) for a in anns]):.1f} faces/image, '
+            f'{os.cpu_count()} CPUs',
+            file=sys.stderr,
+        )
 
         ds = detection_pipeline.make_train_dataset(
-            root, batch_size=args.batch_size, image_size=args.image_size,
-            augment=not args.no_augment, data_dir=data_dir, process_index=0, process_count=1)
+            root,
+            batch_size=args.batch_size,
+            image_size=args.image_size,
+            augment=not args.no_augment,
+            data_dir=data_dir,
+            process_index=0,
+            process_count=1,
+        )
         it = iter(ds)
         for _ in range(args.warmup):
             next(it)
@@ -133,9 +144,11 @@ def main() -> None:
             rates.append(args.batches * args.batch_size / (time.perf_counter() - start))
         print('runs: ' + ', '.join(f'{r:.1f}' for r in rates), file=sys.stderr)
         size = args.image_size
-        print(f'input_pipeline: {statistics.median(rates):.1f} images/s (median of '
-              f'{args.repeats} runs, {size}x{size}, augment '
-              f'{"off" if args.no_augment else "on"})')
+        print(
+            f'input_pipeline: {statistics.median(rates):.1f} images/s (median of '
+            f'{args.repeats} runs, {size}x{size}, augment '
+            f'{"off" if args.no_augment else "on"})'
+        )
 
 
 if __name__ == '__main__':

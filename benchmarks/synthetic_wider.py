@@ -29,12 +29,15 @@ def main() -> None:
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
-            synthetic.generate(out, args.train, args.val, seed=0, workers=args.workers,
-                               progress=False)
+            synthetic.generate(
+                out, args.train, args.val, seed=0, workers=args.workers, progress=False
+            )
             times.append(time.perf_counter() - start)
-    print(f'synthetic_wider: {args.train} train + {args.val} val images in '
-          f'{statistics.median(times):.1f} s (median of {args.repeats}; runs '
-          f'{", ".join(f"{t:.1f}" for t in times)} s; {os.cpu_count()} cores)')
+    print(
+        f'synthetic_wider: {args.train} train + {args.val} val images in '
+        f'{statistics.median(times):.1f} s (median of {args.repeats}; runs '
+        f'{", ".join(f"{t:.1f}" for t in times)} s; {os.cpu_count()} cores)'
+    )
 
 
 if __name__ == '__main__':

@@ -77,8 +77,7 @@ def _fix_total(counts: np.ndarray, total: int, rng: np.random.Generator, low: in
     return counts
 
 
-def _face_counts(n_images: int, n_faces: int, n_empty: int,
-                 rng: np.random.Generator) -> np.ndarray:
+def _face_counts(n_images: int, n_faces: int, n_empty: int, rng: np.random.Generator) -> np.ndarray:
     """Heavy-tailed faces per image: mostly a few, 15% crowds of tens to hundreds."""
     crowd = rng.random(n_images) < 0.15
     log_n = np.where(crowd, rng.normal(3.3, 1.0, n_images), rng.normal(1.0, 0.9, n_images))
@@ -108,15 +107,16 @@ def _face_heights(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.exp(np.log(10) + (log_h - q_lo) * scale)
 
 
-def _keep_lists(heights: np.ndarray, invalid: np.ndarray, n_keep: dict[str, int],
-                rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _keep_lists(
+    heights: np.ndarray, invalid: np.ndarray, n_keep: dict[str, int], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Nested keep masks (easy in medium in hard): the tallest valid faces, with some noise."""
     keep, pool = {}, ~invalid
     for setting in ('hard', 'medium', 'easy'):
         score = np.log(heights) + rng.normal(0, 0.03, len(heights))
         score[~pool] = -np.inf
         chosen = np.zeros(len(heights), bool)
-        chosen[np.argsort(-score, kind='stable')[:n_keep[setting]]] = True
+        chosen[np.argsort(-score, kind='stable')[: n_keep[setting]]] = True
         keep[setting] = pool = chosen
     return keep
 
@@ -139,8 +139,15 @@ def _false_positives(n: int, width: int, height: int, rng: np.random.Generator) 
     """[n, 5] random face-sized boxes with low scores (a long tail of higher ones)."""
     h = np.exp(rng.normal(np.log(18), 0.9, n)).clip(3, 0.9 * height)
     w = h * rng.uniform(0.6, 1.0, n)
-    return np.column_stack([rng.random(n) * (width - w), rng.random(n) * (height - h), w, h,
-                            np.clip(rng.beta(1.3, 7.0, n), 0.01, 1.0)])
+    return np.column_stack(
+        [
+            rng.random(n) * (width - w),
+            rng.random(n) * (height - h),
+            w,
+            h,
+            np.clip(rng.beta(1.3, 7.0, n), 0.01, 1.0),
+        ]
+    )
 
 
 def write_prediction_file(path: str, name: str, dets: np.ndarray) -> None:
@@ -150,9 +157,15 @@ def write_prediction_file(path: str, name: str, dets: np.ndarray) -> None:
         f.write(f'{name}\n{len(dets)}\n{rows}')
 
 
-def generate_case(out: str, seed: int = 0, n_images: int = VAL_IMAGES,
-                  n_events: int = VAL_EVENTS, n_faces: int | None = None,
-                  n_empty: int = VAL_EMPTY, dets_per_image: int = 150) -> dict:
+def generate_case(
+    out: str,
+    seed: int = 0,
+    n_images: int = VAL_IMAGES,
+    n_events: int = VAL_EVENTS,
+    n_faces: int | None = None,
+    n_empty: int = VAL_EMPTY,
+    dets_per_image: int = 150,
+) -> dict:
     """Writes `out/gt` and `out/pred` (see the module docstring); returns the case's counts."""
     rng = np.random.default_rng(seed)
     if n_faces is None:
@@ -177,11 +190,16 @@ def generate_case(out: str, seed: int = 0, n_images: int = VAL_IMAGES,
         x = np.floor(rng.random(len(h)) * (img_w - w))
         y = np.floor(rng.random(len(h)) * (img_h[i] - h))
         boxes = np.column_stack([x, y, w, h]).astype(np.int32)
-        attrs = np.column_stack([
-            np.where(h < 20, rng.integers(1, 3, len(h)), rng.integers(0, 2, len(h))),
-            rng.random(len(h)) < 0.03, rng.random(len(h)) < 0.04, invalid[sl],
-            rng.choice(3, len(h), p=[0.6, 0.25, 0.15]), rng.random(len(h)) < 0.05,
-        ]).astype(np.int32)
+        attrs = np.column_stack(
+            [
+                np.where(h < 20, rng.integers(1, 3, len(h)), rng.integers(0, 2, len(h))),
+                rng.random(len(h)) < 0.03,
+                rng.random(len(h)) < 0.04,
+                invalid[sl],
+                rng.choice(3, len(h), p=[0.6, 0.25, 0.15]),
+                rng.random(len(h)) < 0.05,
+            ]
+        ).astype(np.int32)
         annotations.append(wider.ImageAnnotation(f'{event}/{stem}.jpg', boxes, attrs))
         for s in keep:
             keep_idx[s].append(np.flatnonzero(keep[s][sl]))
@@ -191,26 +209,31 @@ def generate_case(out: str, seed: int = 0, n_images: int = VAL_IMAGES,
     # images get more rows), the total being exactly dets_per_image * n_images when possible.
     n_hits = np.array([len(t) for t in hits])
     n_fp = np.maximum(10, rng.poisson(dets_per_image, n_images) - n_hits)
-    n_fp = _fix_total(n_fp, max(dets_per_image * n_images - int(n_hits.sum()), 10 * n_images),
-                      rng, low=10)
+    n_fp = _fix_total(
+        n_fp, max(dets_per_image * n_images - int(n_hits.sum()), 10 * n_images), rng, low=10
+    )
     pred_dir = os.path.join(out, 'pred')
     n_written = 0
     for i, ann in enumerate(annotations):
-        dets = np.concatenate([hits[i], _false_positives(int(n_fp[i]), img_w, int(img_h[i]),
-                                                          rng)])
+        dets = np.concatenate([hits[i], _false_positives(int(n_fp[i]), img_w, int(img_h[i]), rng)])
         dets[:, 0] = np.clip(dets[:, 0], 0, img_w - 2)
         dets[:, 1] = np.clip(dets[:, 1], 0, img_h[i] - 2)
         dets[:, 2:4] = np.maximum(dets[:, 2:4], 1.0)
         dets = dets[rng.permutation(len(dets))]  # Unsorted, like a detector that skips sorting.
         os.makedirs(os.path.join(pred_dir, ann.event), exist_ok=True)
-        write_prediction_file(os.path.join(pred_dir, ann.event, ann.stem + '.txt'), ann.name,
-                              dets)
+        write_prediction_file(os.path.join(pred_dir, ann.event, ann.stem + '.txt'), ann.name, dets)
         n_written += len(dets)
     wider_mat.write_ground_truth(os.path.join(out, 'gt'), annotations, keep_idx)
-    case = {'seed': seed, 'images': n_images, 'events': n_events, 'faces': n_faces,
-            'empty_images': n_empty, 'detections': n_written,
-            'max_faces_per_image': int(counts.max()),
-            'kept': {s: int(sum(len(k) for k in keep_idx[s])) for s in keep}}
+    case = {
+        'seed': seed,
+        'images': n_images,
+        'events': n_events,
+        'faces': n_faces,
+        'empty_images': n_empty,
+        'detections': n_written,
+        'max_faces_per_image': int(counts.max()),
+        'kept': {s: int(sum(len(k) for k in keep_idx[s])) for s in keep},
+    }
     with open(os.path.join(out, CASE_FILE), 'w', encoding='utf-8') as f:
         json.dump(case, f, indent=1)
     return case
@@ -233,17 +256,19 @@ def write_sorted_copy(pred_dir: str, out_dir: str) -> None:
 # --------------------------------------------------------------------------- timing
 
 
-def run_port(port_dir: str, python: str, pred_dir: str, gt_dir: str,
-             timeout: float) -> tuple[float, dict[str, float]]:
+def run_port(
+    port_dir: str, python: str, pred_dir: str, gt_dir: str, timeout: float
+) -> tuple[float, dict[str, float]]:
     """Runs the port's `evaluation.py` once; returns (wall seconds, its APs)."""
-    cmd = [python, 'evaluation.py', '-p', os.path.abspath(pred_dir), '-g',
-           os.path.abspath(gt_dir)]
+    cmd = [python, 'evaluation.py', '-p', os.path.abspath(pred_dir), '-g', os.path.abspath(gt_dir)]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=port_dir, capture_output=True, text=True, timeout=timeout)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        raise RuntimeError(f'port failed (exit {proc.returncode}): {" ".join(cmd)}\n'
-                           f'{(proc.stdout + proc.stderr)[-3000:]}')
+        raise RuntimeError(
+            f'port failed (exit {proc.returncode}): {" ".join(cmd)}\n'
+            f'{(proc.stdout + proc.stderr)[-3000:]}'
+        )
     aps = {m.group(1).lower(): float(m.group(2)) for m in AP_PATTERN.finditer(proc.stdout)}
     if set(aps) != {'easy', 'medium', 'hard'}:
         raise RuntimeError(f'no APs in the port output:\n{proc.stdout[-2000:]}')
@@ -257,22 +282,35 @@ def _fmt_aps(aps: dict[str, float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', help='folder for the case (default: a temporary folder)')
-    parser.add_argument('--reuse', action='store_true',
-                        help='use the case already in --out instead of regenerating it')
+    parser.add_argument(
+        '--reuse',
+        action='store_true',
+        help='use the case already in --out instead of regenerating it',
+    )
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--images', type=int, default=VAL_IMAGES)
     parser.add_argument('--events', type=int, default=VAL_EVENTS)
-    parser.add_argument('--faces', type=int, default=None,
-                        help=f'real faces (default {VAL_FACES} scaled by --images)')
+    parser.add_argument(
+        '--faces',
+        type=int,
+        default=None,
+        help=f'real faces (default {VAL_FACES} scaled by --images)',
+    )
     parser.add_argument('--dets_per_image', type=int, default=150)
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--port', help='checkout of wondervictor/WiderFace-Evaluation, bbox built')
-    parser.add_argument('--port_python', default=sys.executable,
-                        help='Python that runs the port (default: this one)')
+    parser.add_argument(
+        '--port_python',
+        default=sys.executable,
+        help='Python that runs the port (default: this one)',
+    )
     parser.add_argument('--port_repeats', type=int, default=1)
     parser.add_argument('--port_timeout', type=float, default=3600.0)
-    parser.add_argument('--port_sorted', action='store_true',
-                        help='also run the port (untimed) on a copy sorted by score')
+    parser.add_argument(
+        '--port_sorted',
+        action='store_true',
+        help='also run the port (untimed) on a copy sorted by score',
+    )
     args = parser.parse_args()
 
     tmp = None
@@ -295,21 +333,31 @@ def main() -> int:
                         parser.error(f'{out}/{sub} exists and is not a case of this script')
                     shutil.rmtree(os.path.join(out, sub))
             start = time.perf_counter()
-            case = generate_case(out, args.seed, args.images, args.events, args.faces,
-                                 dets_per_image=args.dets_per_image)
-            print(f'generated {out} in {time.perf_counter() - start:.1f} s: {case}',
-                  file=sys.stderr)
+            case = generate_case(
+                out,
+                args.seed,
+                args.images,
+                args.events,
+                args.faces,
+                dets_per_image=args.dets_per_image,
+            )
+            print(
+                f'generated {out} in {time.perf_counter() - start:.1f} s: {case}', file=sys.stderr
+            )
         pred_dir, gt_dir = os.path.join(out, 'pred'), os.path.join(out, 'gt')
-        what = (f'{case["images"]} images, {case["faces"]} faces, '
-                f'{case["detections"]:,} detections')
+        what = f'{case["images"]} images, {case["faces"]} faces, {case["detections"]:,} detections'
 
         status, ours, our_aps = 0, None, None
         try:
             from safefakes_jax.evaluation import wider_ap
+
             evaluate = wider_ap.evaluate
         except (ImportError, AttributeError) as e:
-            print(f'wider_eval: safefakes_jax.evaluation.wider_ap.evaluate unavailable ({e})'
-                  + ('; timing the port only' if args.port else ''), file=sys.stderr)
+            print(
+                f'wider_eval: safefakes_jax.evaluation.wider_ap.evaluate unavailable ({e})'
+                + ('; timing the port only' if args.port else ''),
+                file=sys.stderr,
+            )
             if not args.port:
                 return 1
             status = 1
@@ -322,28 +370,35 @@ def main() -> int:
                 times.append(time.perf_counter() - start)
             ours = statistics.median(times)
             our_aps = {s: float(result[s]) for s in ('easy', 'medium', 'hard')}
-            print(f'wider_eval: {ours:.2f} s median of {args.repeats} ({what}); '
-                  f'APs easy/medium/hard = {_fmt_aps(our_aps)} '
-                  f'(runs {", ".join(f"{t:.2f}" for t in times)} s; {os.cpu_count()} cores)')
+            print(
+                f'wider_eval: {ours:.2f} s median of {args.repeats} ({what}); '
+                f'APs easy/medium/hard = {_fmt_aps(our_aps)} '
+                f'(runs {", ".join(f"{t:.2f}" for t in times)} s; {os.cpu_count()} cores)'
+            )
 
         if not args.port:
-            print('wider_eval: the public Python port was not timed; pass --port DIR (a checkout '
-                  'of github.com/wondervictor/WiderFace-Evaluation with `python setup.py '
-                  'build_ext --inplace` done) and --port_python PY (a Python with numpy<1.24, '
-                  'scipy, tqdm)')
+            print(
+                'wider_eval: the public Python port was not timed; pass --port DIR (a checkout '
+                'of github.com/wondervictor/WiderFace-Evaluation with `python setup.py '
+                'build_ext --inplace` done) and --port_python PY (a Python with numpy<1.24, '
+                'scipy, tqdm)'
+            )
             return status
         port_times, port_aps = [], {}
         try:
             for _ in range(args.port_repeats):
-                seconds, port_aps = run_port(args.port, args.port_python, pred_dir, gt_dir,
-                                             args.port_timeout)
+                seconds, port_aps = run_port(
+                    args.port, args.port_python, pred_dir, gt_dir, args.port_timeout
+                )
                 port_times.append(seconds)
         except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
             print(f'wider_eval: {e}', file=sys.stderr)
             return 1
         port = statistics.median(port_times)
-        line = (f'wider_eval: port {port:.1f} s median of {args.port_repeats} in a subprocess '
-                f'({what}); APs easy/medium/hard = {_fmt_aps(port_aps)}')
+        line = (
+            f'wider_eval: port {port:.1f} s median of {args.port_repeats} in a subprocess '
+            f'({what}); APs easy/medium/hard = {_fmt_aps(port_aps)}'
+        )
         if ours is not None:
             diff = '/'.join(f'{port_aps[s] - our_aps[s]:+.4f}' for s in ('easy', 'medium', 'hard'))
             line += f'; speed-up {port / ours:.0f}x; port - ours = {diff} (the port does not sort)'
@@ -352,10 +407,13 @@ def main() -> int:
             sorted_dir = os.path.join(out, 'pred_sorted')
             if not os.path.isdir(sorted_dir):
                 write_sorted_copy(pred_dir, sorted_dir)
-            seconds, sorted_aps = run_port(args.port, args.port_python, sorted_dir, gt_dir,
-                                           args.port_timeout)
-            line = (f'wider_eval: port on the score-sorted copy {seconds:.1f} s; APs '
-                    f'easy/medium/hard = {_fmt_aps(sorted_aps)}')
+            seconds, sorted_aps = run_port(
+                args.port, args.port_python, sorted_dir, gt_dir, args.port_timeout
+            )
+            line = (
+                f'wider_eval: port on the score-sorted copy {seconds:.1f} s; APs '
+                f'easy/medium/hard = {_fmt_aps(sorted_aps)}'
+            )
             if our_aps is not None:
                 diff = max(abs(sorted_aps[s] - our_aps[s]) for s in our_aps)
                 line += f'; max |port - ours| = {diff:.2e}'

@@ -81,10 +81,17 @@ def get_base_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
     # decay, x0.1 at 40k and 50k of 60k (the points scale with train.steps); beyond the paper:
     # 'adam', a linear warm-up, global-norm clipping.
     config.optim = ml_collections.ConfigDict()
-    config.optim.detector = ml_collections.ConfigDict(dict(
-        name='sgd', lr=2.5e-4, momentum=0.9, weight_decay=5e-4,
-        decay_fractions=(40_000 / 60_000, 50_000 / 60_000), warmup_steps=0,
-        clip_norm=0.0))  # clip_norm 0 = no clipping.
+    config.optim.detector = ml_collections.ConfigDict(
+        dict(
+            name='sgd',
+            lr=2.5e-4,
+            momentum=0.9,
+            weight_decay=5e-4,
+            decay_fractions=(40_000 / 60_000, 50_000 / 60_000),
+            warmup_steps=0,
+            clip_norm=0.0,
+        )
+    )  # clip_norm 0 = no clipping.
 
     # Evaluations by name (evaluation/evaluators/<type>.py), on the unaltered val split. `val`:
     # single-scale (letterboxed to image_size) every `every_steps` (0 = never), with a grid of
@@ -94,13 +101,33 @@ def get_base_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
     # size; multiscale_max_side > 0 caps the passes' longer side) or 'single'; it writes the
     # official prediction folder <workdir>/predictions/.
     config.evals = ml_collections.ConfigDict()
-    config.evals.val = ml_collections.ConfigDict(dict(
-        type='wider_ap', every_steps=5_000, procedure='single', image_size=640, batch_size=8,
-        max_batches=0, conf_thresh=0.05, grid_images=8))
-    config.evals.final = ml_collections.ConfigDict(dict(
-        type='wider_ap', every_steps=0, final=True, procedure='multiscale', image_size=640,
-        batch_size=8, max_batches=0, conf_thresh=0.05, grid_images=8, multiscale_max_side=0,
-        write_predictions=True))
+    config.evals.val = ml_collections.ConfigDict(
+        dict(
+            type='wider_ap',
+            every_steps=5_000,
+            procedure='single',
+            image_size=640,
+            batch_size=8,
+            max_batches=0,
+            conf_thresh=0.05,
+            grid_images=8,
+        )
+    )
+    config.evals.final = ml_collections.ConfigDict(
+        dict(
+            type='wider_ap',
+            every_steps=0,
+            final=True,
+            procedure='multiscale',
+            image_size=640,
+            batch_size=8,
+            max_batches=0,
+            conf_thresh=0.05,
+            grid_images=8,
+            multiscale_max_side=0,
+            write_predictions=True,
+        )
+    )
 
     config.ckpt = ml_collections.ConfigDict()
     config.ckpt.every_steps = 5_000
@@ -121,8 +148,14 @@ def get_base_config(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
         config.data.shuffle_buffer = 200
         config.train.steps = 500
         config.train.log_every = 20
-        config.optim.detector.update(name='adam', b1=0.9, lr=1e-3, warmup_steps=20,
-                                     clip_norm=100.0, decay_fractions=(0.8, 0.95))
+        config.optim.detector.update(
+            name='adam',
+            b1=0.9,
+            lr=1e-3,
+            warmup_steps=20,
+            clip_norm=100.0,
+            decay_fractions=(0.8, 0.95),
+        )
         del config.optim.detector['momentum']
         config.evals.val.update(every_steps=250, image_size=320)
         config.evals.final.update(procedure='single', image_size=320)  # Minutes on a CPU.

@@ -17,8 +17,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:arg]).',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file (path[:arg]).', lock_config=True
+)
 _QUIET = flags.DEFINE_bool('quiet', False, 'No progress bar.')
 
 
@@ -35,8 +36,10 @@ def main(argv):
         print(f'error: {e}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print('\ninterrupted; finished images are kept: rerun the same command to resume',
-              file=sys.stderr)
+        print(
+            '\ninterrupted; finished images are kept: rerun the same command to resume',
+            file=sys.stderr,
+        )
         return 130
     print(summary.format())
     print(f'manifest: {os.path.join(summary.dst, manifest.MANIFEST)}')

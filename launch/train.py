@@ -28,20 +28,27 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:arg]).',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file (path[:arg]).', lock_config=True
+)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder.', required=True)
 _JAX_DISTRIBUTED = flags.DEFINE_bool(
-    'jax_distributed', False,
+    'jax_distributed',
+    False,
     'Call jax.distributed.initialize() (multi-process); without the three flags below the '
-    'cluster is auto-detected (TPU pod slice, SLURM, Open MPI, ...).')
+    'cluster is auto-detected (TPU pod slice, SLURM, Open MPI, ...).',
+)
 _COORDINATOR = flags.DEFINE_string(
-    'coordinator_address', None,
-    'host:port of process 0, the same for every process (implies --jax_distributed).')
+    'coordinator_address',
+    None,
+    'host:port of process 0, the same for every process (implies --jax_distributed).',
+)
 _NUM_PROCESSES = flags.DEFINE_integer(
-    'num_processes', None, 'Number of processes of the run (implies --jax_distributed).')
+    'num_processes', None, 'Number of processes of the run (implies --jax_distributed).'
+)
 _PROCESS_ID = flags.DEFINE_integer(
-    'process_id', None, 'This process, 0 .. num_processes - 1 (implies --jax_distributed).')
+    'process_id', None, 'This process, 0 .. num_processes - 1 (implies --jax_distributed).'
+)
 
 
 def main(argv):
@@ -52,9 +59,11 @@ def main(argv):
     if _JAX_DISTRIBUTED.value or any(v is not None for v in explicit):
         # A flag left out (None) is auto-detected. CPU collectives across processes use gloo
         # (jax's default `jax_cpu_collectives_implementation`): CPU runs need no extra setting.
-        jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                                   num_processes=_NUM_PROCESSES.value,
-                                   process_id=_PROCESS_ID.value)
+        jax.distributed.initialize(
+            coordinator_address=_COORDINATOR.value,
+            num_processes=_NUM_PROCESSES.value,
+            process_id=_PROCESS_ID.value,
+        )
     jax.config.update('jax_threefry_partitionable', True)
 
     from safefakes_jax.train import detector_trainer
@@ -71,9 +80,11 @@ def main(argv):
     if 'stopped_at' in results:
         print(f'stopped at step {results["stopped_at"]} (checkpoint saved; rerun to resume)')
     else:
-        print(f'AP easy {results["easy"]:.4f} medium {results["medium"]:.4f} '
-              f'hard {results["hard"]:.4f} after {results["steps"]} steps; '
-              f'wrote {os.path.join(_WORKDIR.value, "results.json")}')
+        print(
+            f'AP easy {results["easy"]:.4f} medium {results["medium"]:.4f} '
+            f'hard {results["hard"]:.4f} after {results["steps"]} steps; '
+            f'wrote {os.path.join(_WORKDIR.value, "results.json")}'
+        )
 
 
 if __name__ == '__main__':

@@ -29,8 +29,7 @@ def _convert(key: str, value: str, default):
     try:
         return type(default)(value)
     except ValueError:
-        raise ValueError(f'config arg {key}={value!r}: expected {type(default).__name__}') \
-            from None
+        raise ValueError(f'config arg {key}={value!r}: expected {type(default).__name__}') from None
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:

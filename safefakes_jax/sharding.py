@@ -21,8 +21,9 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
     """A 1-D mesh with axis `data` over the first `num_devices` devices (default: all)."""
     devices = jax.devices()
     n = len(devices) if num_devices is None else int(num_devices)
-    return jax.make_mesh((n,), ('data',), axis_types=(jax.sharding.AxisType.Auto,),
-                         devices=devices[:n])
+    return jax.make_mesh(
+        (n,), ('data',), axis_types=(jax.sharding.AxisType.Auto,), devices=devices[:n]
+    )
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -35,9 +36,9 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P('data'))
 
 
-def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh, keys: Sequence[str]
-                ) -> dict[str, jax.Array]:
+def shard_batch(
+    batch: Mapping[str, np.ndarray], mesh: Mesh, keys: Sequence[str]
+) -> dict[str, jax.Array]:
     """This host's batch -> global arrays sharded over `data` (only `keys` are kept)."""
     sharding = batch_sharding(mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k]))
-            for k in keys}
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k])) for k in keys}

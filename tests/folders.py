@@ -19,9 +19,9 @@ def read_tree(root) -> dict[str, bytes]:
     return out
 
 
-def write_wider_split(root, split: str, images: list[tuple[str, np.ndarray, np.ndarray,
-                                                           np.ndarray]]
-                      ) -> list[wider.ImageAnnotation]:
+def write_wider_split(
+    root, split: str, images: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]
+) -> list[wider.ImageAnnotation]:
     """Writes `(name, BGR image, x y w h boxes, attributes)` items as a WIDER split of `root`.
 
     Returns the annotations written to `wider_face_<split>_bbx_gt.txt`.

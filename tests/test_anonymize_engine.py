@@ -83,8 +83,10 @@ def test_output_layout_and_exact_bytes(source, tmp_path):
     assert not summary.failed and summary.processed == 6 and summary.resumed == 0
     # Annotations and evaluation ground truth copied unchanged; val not copied; the landmarks
     # sidecar (the original faces' geometry) only when asked for.
-    for rel in ('wider_face_split/wider_face_train_bbx_gt.txt',
-                'eval_tools/ground_truth/wider_hard_val.mat'):
+    for rel in (
+        'wider_face_split/wider_face_train_bbx_gt.txt',
+        'eval_tools/ground_truth/wider_hard_val.mat',
+    ):
         with open(os.path.join(source, rel), 'rb') as a, open(dst / rel, 'rb') as b:
             assert a.read() == b.read(), rel
     assert not (dst / 'landmarks').exists()
@@ -98,11 +100,13 @@ def test_output_layout_and_exact_bytes(source, tmp_path):
     for ann, entry in zip(anns, entries, strict=True):
         with open(os.path.join(source, 'WIDER_train/images', ann.name), 'rb') as f:
             data = f.read()
-        rgb = cv2.cvtColor(cv2.imread(os.path.join(source, 'WIDER_train/images', ann.name)),
-                           cv2.COLOR_BGR2RGB)
+        rgb = cv2.cvtColor(
+            cv2.imread(os.path.join(source, 'WIDER_train/images', ann.name)), cv2.COLOR_BGR2RGB
+        )
         result = blur(rgb, ann.boxes)
-        _, expected = cv2.imencode('.jpg', cv2.cvtColor(result.image, cv2.COLOR_RGB2BGR),
-                                   [cv2.IMWRITE_JPEG_QUALITY, 95])
+        _, expected = cv2.imencode(
+            '.jpg', cv2.cvtColor(result.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95]
+        )
         out = (dst / 'WIDER_train/images' / ann.name).read_bytes()
         assert out == expected.tobytes()
         assert entry['faces'] == result.records and len(entry['faces']) == len(ann.boxes)
@@ -111,18 +115,25 @@ def test_output_layout_and_exact_bytes(source, tmp_path):
         assert entry['status'] == 'ok' and entry['method'] == 'blur'
     assert entries[1]['faces'] == []  # The 0-face image is still re-encoded and listed.
     config = json.loads((dst / mf.CONFIG_FILE).read_text())
-    assert config['config_hash'] == entries[0]['config_hash'] == mf.config_hash(
-        config['settings'])
-    assert config['settings']['anonymizer'] == {'name': 'blur', 'kernel': 25, 'filter': 'box',
-                                                'sigma': 0.0}
+    assert config['config_hash'] == entries[0]['config_hash'] == mf.config_hash(config['settings'])
+    assert config['settings']['anonymizer'] == {
+        'name': 'blur',
+        'kernel': 25,
+        'filter': 'box',
+        'sigma': 0.0,
+    }
 
 
 def test_same_bytes_whatever_the_worker_count(source, tmp_path):
     one, two = tmp_path / 'one', tmp_path / 'two'
-    engine.run(make_config(source, one, splits=('train', 'val')), progress=False,
-               anonymizer=Noise())
-    engine.run(make_config(source, two, splits=('train', 'val'), workers=2), progress=False,
-               anonymizer=Noise())
+    engine.run(
+        make_config(source, one, splits=('train', 'val')), progress=False, anonymizer=Noise()
+    )
+    engine.run(
+        make_config(source, two, splits=('train', 'val'), workers=2),
+        progress=False,
+        anonymizer=Noise(),
+    )
     files = read_tree(one)
     assert files == read_tree(two)
     assert any(f.startswith('WIDER_val/images/') for f in files)
@@ -139,8 +150,11 @@ def test_resume_after_interruption(source, tmp_path, how, workers):
     _CALLS['n'] = 0
     error = KeyboardInterrupt if how == 'interrupt' else RuntimeError
     with pytest.raises(error):
-        engine.run(make_config(source, dst, workers=workers), progress=False,
-                   anonymizer=DiesOnThirdImage(how=how))
+        engine.run(
+            make_config(source, dst, workers=workers),
+            progress=False,
+            anonymizer=DiesOnThirdImage(how=how),
+        )
     assert (dst / mf.PARTIAL).exists() and not (dst / mf.MANIFEST).exists()
     if how == 'interrupt':  # Two images finished before Ctrl-C.
         assert len(mf.read_entries(str(dst / mf.PARTIAL))) == 2
@@ -162,29 +176,37 @@ def test_resume_after_interruption(source, tmp_path, how, workers):
 def corrupt_copy(source, root):
     shutil.copytree(source, root, ignore=shutil.ignore_patterns('face_crops'))
     images = os.path.join(root, 'WIDER_train', 'images')
-    anns = wider.read_bbx_gt(os.path.join(root, 'wider_face_split',
-                                          'wider_face_train_bbx_gt.txt'))
+    anns = wider.read_bbx_gt(os.path.join(root, 'wider_face_split', 'wider_face_train_bbx_gt.txt'))
     truncated, garbage, missing = anns[2].name, anns[4].name, anns[5].name
     path = os.path.join(images, truncated)
     with open(path, 'rb') as f:
         data = f.read()
     with open(path, 'wb') as f:
-        f.write(data[:len(data) * 2 // 3])
+        f.write(data[: len(data) * 2 // 3])
     with open(os.path.join(images, garbage), 'wb') as f:
         f.write(b'not an image')
     os.remove(os.path.join(images, missing))
-    return anns, {truncated: 'failed:undecodable', garbage: 'failed:undecodable',
-                  missing: 'failed:missing_source'}
+    return anns, {
+        truncated: 'failed:undecodable',
+        garbage: 'failed:undecodable',
+        missing: 'failed:missing_source',
+    }
 
 
 def test_cli_reports_corrupt_images_and_drops_them(source, tmp_path):
     src, dst = tmp_path / 'corrupt', tmp_path / 'corrupt_blackout'
     anns, bad = corrupt_copy(source, str(src))
     stale = dst / 'WIDER_train/images' / anns[2].name  # An old output must not survive.
-    cmd = [sys.executable, os.path.join(REPO, 'launch/anonymize.py'),
-           '--config=configs/anonymize/blackout.py:smoke', f'--config.src={src}',
-           f'--config.dst={dst}', '--config.workers=1', '--config.copy_landmarks=true',
-           '--quiet']
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, 'launch/anonymize.py'),
+        '--config=configs/anonymize/blackout.py:smoke',
+        f'--config.src={src}',
+        f'--config.dst={dst}',
+        '--config.workers=1',
+        '--config.copy_landmarks=true',
+        '--quiet',
+    ]
     run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1, run.stderr
     for name, status in bad.items():
@@ -228,8 +250,9 @@ class BatchFails(conventional.Blackout):
 
 
 def test_fallbacks_in_the_manifest(source, tmp_path):
-    summary = engine.run(make_config(source, tmp_path / 'a'), progress=False,
-                         anonymizer=RaisesOnWide())
+    summary = engine.run(
+        make_config(source, tmp_path / 'a'), progress=False, anonymizer=RaisesOnWide()
+    )
     anns = wider.read_bbx_gt(*wider.split_paths(source, 'train'))
     for ann, entry in zip(anns, manifest_entries(tmp_path / 'a'), strict=True):
         want = ['fallback:error:ValueError' if w > 20 else 'anonymized' for w in ann.boxes[:, 2]]
@@ -272,8 +295,10 @@ def test_refuses_to_mix_settings(source, tmp_path):
     with pytest.raises(ValueError, match='different settings'):
         engine.run(make_config(source, dst, 'blur'), progress=False)
     with pytest.raises(ValueError, match='different settings'):
-        engine.run(make_config(source, dst, 'blur', **{'anonymizer.kernel': 9},
-                               jpeg_quality=90), progress=False)
+        engine.run(
+            make_config(source, dst, 'blur', **{'anonymizer.kernel': 9}, jpeg_quality=90),
+            progress=False,
+        )
     png = make_config(source, dst, 'blur', image_format='png', overwrite=True)
     engine.run(png, progress=False)
     files = read_tree(dst)
@@ -300,8 +325,9 @@ def test_io_floor_is_never_a_dataset(source, tmp_path):
 
 def test_png_output_feeds_the_training_pipeline(source, tmp_path):
     dst = str(tmp_path / 'png')
-    config = make_config(source, dst, 'blur', image_format='png', splits=('train', 'val'),
-                         copy_landmarks=True)
+    config = make_config(
+        source, dst, 'blur', image_format='png', splits=('train', 'val'), copy_landmarks=True
+    )
     engine.run(config, progress=False)
     anns = wider.read_bbx_gt(*wider.split_paths(dst, 'train'), strict=True)
     assert all(a.name.endswith('.png') for a in anns)
@@ -309,26 +335,41 @@ def test_png_output_feeds_the_training_pipeline(source, tmp_path):
         assert all(json.loads(line)['image'].endswith('.png') for line in f)
     src_anns = wider.read_bbx_gt(*wider.split_paths(source, 'train'))
     ann = src_anns[0]
-    rgb = cv2.cvtColor(cv2.imread(os.path.join(source, 'WIDER_train/images', ann.name)),
-                       cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(
+        cv2.imread(os.path.join(source, 'WIDER_train/images', ann.name)), cv2.COLOR_BGR2RGB
+    )
     want = base.create('blur')(rgb, ann.boxes).image
     png = cv2.imread(os.path.join(dst, 'WIDER_train/images', anns[0].name))
     np.testing.assert_array_equal(cv2.cvtColor(png, cv2.COLOR_BGR2RGB), want)  # Lossless.
 
     from safefakes_jax.data import detection_pipeline, tfds_wider
+
     data_dir = str(tmp_path / 'tfds')
     examples = list(tfds_wider.load(dst, 'train', data_dir).as_numpy_iterator())
     by_name = {e['image/filename'].decode(): e for e in examples}
     assert by_name[anns[0].name]['image/format'] == b'png'
     np.testing.assert_array_equal(by_name[anns[0].name]['image'], want)
-    train = detection_pipeline.make_train_dataset(dst, batch_size=2, image_size=96, max_boxes=8,
-                                                  data_dir=data_dir, process_index=0,
-                                                  process_count=1, shuffle_buffer=1)
+    train = detection_pipeline.make_train_dataset(
+        dst,
+        batch_size=2,
+        image_size=96,
+        max_boxes=8,
+        data_dir=data_dir,
+        process_index=0,
+        process_count=1,
+        shuffle_buffer=1,
+    )
     batch = next(train.as_numpy_iterator())
     assert batch['image'].shape == (2, 96, 96, 3)
-    evals = detection_pipeline.make_eval_dataset(dst, batch_size=2, image_size=96, max_boxes=8,
-                                                 data_dir=data_dir, process_index=0,
-                                                 process_count=1)
+    evals = detection_pipeline.make_eval_dataset(
+        dst,
+        batch_size=2,
+        image_size=96,
+        max_boxes=8,
+        data_dir=data_dir,
+        process_index=0,
+        process_count=1,
+    )
     assert sum(b['_mask'].sum() for b in evals.as_numpy_iterator()) == 3
 
 
@@ -373,14 +414,16 @@ class DeviceBoundBlackout(conventional.Blackout):
 
 
 @pytest.mark.parametrize('workers', [1, 2])
-def test_device_bound_method_runs_once_in_fixed_batches_with_the_same_bytes(source, tmp_path,
-                                                                              workers):
+def test_device_bound_method_runs_once_in_fixed_batches_with_the_same_bytes(
+    source, tmp_path, workers
+):
     reference = tmp_path / 'reference'
     engine.run(make_config(source, reference, workers=2), progress=False)
     method = DeviceBoundBlackout()
     dst = tmp_path / f'device_{workers}'
-    summary = engine.run(make_config(source, dst, workers=workers), progress=False,
-                         anonymizer=method)
+    summary = engine.run(
+        make_config(source, dst, workers=workers), progress=False, anonymizer=method
+    )
     assert summary.processed == 6 and not summary.failed
     assert method.calls and set(method.calls) == {4}  # 6 images: 4 + (2 padded to 4).
     assert read_tree(dst) == read_tree(reference)

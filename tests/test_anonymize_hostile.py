@@ -111,8 +111,7 @@ def test_overwrite_never_removes_what_a_hostile_manifest_lists(world):
     lines[1] = lines[1].replace('"output":"', f'"output":"../../../outside/{outside.name}#', 1)
     lines[1] = lines[1].replace('#', '","x":"', 1)
     manifest.write_text(''.join(lines))
-    refused(src, dst, rf'{mf.MANIFEST}:2: .*must be relative', src.parent, seed=1,
-            overwrite=True)
+    refused(src, dst, rf'{mf.MANIFEST}:2: .*must be relative', src.parent, seed=1, overwrite=True)
     assert outside.exists()
 
 
@@ -132,8 +131,7 @@ def test_two_sources_with_one_output_name_are_refused(world):
     shutil.copy(src / 'WIDER_train/images' / name, src / 'WIDER_train/images' / png)
     txt = src / TXT
     txt.write_text(txt.read_text() + f'{png}\n0\n0 0 0 0 0 0 0 0 0 0\n')
-    refused(src, dst, rf'{png} and {name} \(line 1\) would both be written as {name}',
-            src.parent)
+    refused(src, dst, rf'{png} and {name} \(line 1\) would both be written as {name}', src.parent)
     refused(src, dst, rf'would both be written as {png}', src.parent, image_format='png')
 
 
@@ -144,8 +142,11 @@ def test_only_validated_ground_truth_is_copied_never_images_or_symlink_targets(w
     shutil.copy(outside, gt / 'face.jpg')
     (src / 'eval_tools' / 'linked').symlink_to(outside)
     engine.run(config(src, dst), progress=False)
-    copied = sorted(os.path.relpath(os.path.join(d, f), dst / 'eval_tools')
-                    for d, _, fs in os.walk(dst / 'eval_tools') for f in fs)
+    copied = sorted(
+        os.path.relpath(os.path.join(d, f), dst / 'eval_tools')
+        for d, _, fs in os.walk(dst / 'eval_tools')
+        for f in fs
+    )
     assert copied == sorted(f'ground_truth/{f}' for f in os.listdir(gt) if f.endswith('.mat'))
     # A face image renamed .mat, and a .mat symlink out of src: refused, nothing written.
     shutil.rmtree(dst)
@@ -161,8 +162,9 @@ def test_landmarks_sidecar_only_on_request(world):
     engine.run(config(src, dst), progress=False)
     assert not (dst / 'landmarks').exists()
     engine.run(config(src, dst, copy_landmarks=True), progress=False)
-    assert (dst / 'landmarks/train.jsonl').read_bytes() == \
-        (src / 'landmarks/train.jsonl').read_bytes()
+    assert (dst / 'landmarks/train.jsonl').read_bytes() == (
+        src / 'landmarks/train.jsonl'
+    ).read_bytes()
     engine.run(config(src, dst), progress=False)  # Not asked again: the copy goes.
     assert not (dst / 'landmarks/train.jsonl').exists()
 
@@ -193,8 +195,12 @@ def _read_only_folder(path) -> bool:
     if os.geteuid() != 0:
         path.chmod(0o555)
         return True
-    ok = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', str(path)],
-                        capture_output=True).returncode == 0
+    ok = (
+        subprocess.run(
+            ['mount', '-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
     return ok
 
 
@@ -212,18 +218,29 @@ def test_unusable_dst_exits_2_with_one_line_naming_it(world, case):
     before = read_tree(src.parent)
     try:
         run = subprocess.run(
-            [sys.executable, os.path.join(REPO, 'launch/anonymize.py'),
-             '--config=configs/anonymize/blackout.py:smoke', f'--config.src={src}',
-             f'--config.dst={target}', '--config.workers=1', '--quiet'],
-            cwd=REPO, capture_output=True, text=True, timeout=120)
+            [
+                sys.executable,
+                os.path.join(REPO, 'launch/anonymize.py'),
+                '--config=configs/anonymize/blackout.py:smoke',
+                f'--config.src={src}',
+                f'--config.dst={target}',
+                '--config.workers=1',
+                '--quiet',
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         if case == 'read_only' and os.geteuid() == 0:
             subprocess.run(['umount', str(src.parent / 'ro')], check=True)
     assert run.returncode == 2, run.stderr
     message = run.stderr.strip().splitlines()
     assert len(message) == 1 and str(target) in message[0], run.stderr
-    assert {'file': 'not a folder', 'dangling': 'dangling symlink',
-            'read_only': 'not writable'}[case] in message[0]
+    assert {'file': 'not a folder', 'dangling': 'dangling symlink', 'read_only': 'not writable'}[
+        case
+    ] in message[0]
     assert read_tree(src.parent) == before
 
 

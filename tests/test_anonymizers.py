@@ -11,11 +11,25 @@ from safefakes_jax.anonymizers import base, conventional
 
 H, W = 90, 110
 # Inside, across every border and corner, 1 px, 1 x N, entirely outside, empty, overlapping.
-BOXES = np.array([
-    [20, 15, 30, 25], [-5, 40, 12, 14], [100, 3, 20, 9], [50, -4, 9, 11], [95, 80, 30, 30],
-    [60, 50, 1, 1], [0, 0, 1, 1], [109, 89, 1, 1], [70, 30, 1, 17], [30, 60, 24, 1],
-    [200, 10, 5, 5], [-30, -30, 10, 10], [10, 10, 0, 5], [10, 10, 5, -1], [25, 20, 30, 30],
-])
+BOXES = np.array(
+    [
+        [20, 15, 30, 25],
+        [-5, 40, 12, 14],
+        [100, 3, 20, 9],
+        [50, -4, 9, 11],
+        [95, 80, 30, 30],
+        [60, 50, 1, 1],
+        [0, 0, 1, 1],
+        [109, 89, 1, 1],
+        [70, 30, 1, 17],
+        [30, 60, 24, 1],
+        [200, 10, 5, 5],
+        [-30, -30, 10, 10],
+        [10, 10, 0, 5],
+        [10, 10, 5, -1],
+        [25, 20, 30, 30],
+    ]
+)
 OUTSIDE, EMPTY = (10, 11), (12, 13)
 
 
@@ -45,8 +59,10 @@ def box_mean(img, k):
 
 
 def expected_records(method_record='anonymized'):
-    return [base.OUTSIDE_IMAGE if i in OUTSIDE else base.EMPTY_BOX if i in EMPTY
-            else method_record for i in range(len(BOXES))]
+    return [
+        base.OUTSIDE_IMAGE if i in OUTSIDE else base.EMPTY_BOX if i in EMPTY else method_record
+        for i in range(len(BOXES))
+    ]
 
 
 def test_blackout_zeros_exactly_the_boxes(image):
@@ -80,6 +96,7 @@ def test_blur_other_kernels_and_tiny_images(kernel):
 
 def test_gaussian_blur_option(image):
     import cv2
+
     result = conventional.Blur(kernel=25, filter='gaussian')(image, BOXES[:10])
     whole = cv2.GaussianBlur(image, (25, 25), 0)
     expected = np.where(box_mask(BOXES[:10])[..., None], whole, image)
@@ -107,20 +124,21 @@ def area_weights(n, cells):
     return np.clip(np.minimum(lo + s, r + 1) - np.maximum(lo, r), 0, None) / s
 
 
-@pytest.mark.parametrize('h, w', [(30, 40), (37, 23), (11, 64), (12, 5), (5, 12), (1, 57),
-                                  (100, 100), (10, 11)])
+@pytest.mark.parametrize(
+    'h, w', [(30, 40), (37, 23), (11, 64), (12, 5), (5, 12), (1, 57), (100, 100), (10, 11)]
+)
 def test_pixelate_cells_are_area_means(h, w):
     rng = np.random.default_rng(h * 1000 + w)
     img = rng.integers(0, 256, (h + 10, w + 10, 3), dtype=np.uint8)
     result = base.create('pixelate')(img, [[4, 6, w, h]])
     assert result.records == ['anonymized']
-    region = img[6:6 + h, 4:4 + w].astype(np.float64)
+    region = img[6 : 6 + h, 4 : 4 + w].astype(np.float64)
     ch, cw = min(10, h), min(10, w)
     exact = np.einsum('ir,jc,rck->ijk', area_weights(h, ch), area_weights(w, cw), region)
     # Each pixel takes the cell under its centre: floor((x + 0.5) * cells / size).
     cy = np.floor((np.arange(h) + 0.5) * ch / h).astype(int)
     cx = np.floor((np.arange(w) + 0.5) * cw / w).astype(int)
-    out = result.image[6:6 + h, 4:4 + w].astype(np.float64)
+    out = result.image[6 : 6 + h, 4 : 4 + w].astype(np.float64)
     # Correctly rounded area means (OpenCV breaks exact .5 ties either way).
     assert np.abs(out - exact[cy][:, cx]).max() <= 0.5 + 1e-9
     for i in range(ch):  # Blocks: every pixel of a cell has the same value.
@@ -128,7 +146,7 @@ def test_pixelate_cells_are_area_means(h, w):
             block = out[cy == i][:, cx == j]
             assert (block == block[0, 0]).all()
     outside = np.ones(img.shape[:2], bool)
-    outside[6:6 + h, 4:4 + w] = False
+    outside[6 : 6 + h, 4 : 4 + w] = False
     np.testing.assert_array_equal(result.image[outside], img[outside])
 
 
@@ -196,10 +214,14 @@ class Flaky(base.Anonymizer):
 def test_fallbacks_black_out(image):
     boxes = np.array([[5, 5, 30, 10], [50, 5, 10, 25], [70, 40, 5, 5], [90, 60, 1, 1]])
     result = Flaky()(image, boxes)
-    assert result.records == ['fallback:error:ValueError', 'fallback:too_tall', 'anonymized',
-                              'fallback:unchanged']
+    assert result.records == [
+        'fallback:error:ValueError',
+        'fallback:too_tall',
+        'anonymized',
+        'fallback:unchanged',
+    ]
     for k in (0, 1, 3):
-        np.testing.assert_array_equal(result.image[box_mask(boxes[k:k + 1])], 0)
+        np.testing.assert_array_equal(result.image[box_mask(boxes[k : k + 1])], 0)
     np.testing.assert_array_equal(result.image[box_mask(boxes[2:3])], 128)
 
 
@@ -224,8 +246,11 @@ class MinSize(conventional.Blackout):
 
 def test_min_face_px_and_keypoints():
     img = np.full((40, 40, 3), 9, np.uint8)
-    result = MinSize()(img, [[0, 0, 9, 30], [10, 10, 10, 3], [0, 0, 0, 0]],
-                       keypoints=[None, {'keypoints7': np.zeros((7, 3))}, None])
+    result = MinSize()(
+        img,
+        [[0, 0, 9, 30], [10, 10, 10, 3], [0, 0, 0, 0]],
+        keypoints=[None, {'keypoints7': np.zeros((7, 3))}, None],
+    )
     assert result.records == [base.BELOW_MIN_FACE_PX, 'anonymized', base.EMPTY_BOX]
     with pytest.raises(ValueError, match='keypoint entries'):
         MinSize()(img, [[0, 0, 9, 30]], keypoints=[])

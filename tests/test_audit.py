@@ -26,8 +26,9 @@ ASTRONAUT_BOX = (175, 76, 91, 91)
 
 
 def reencode(rgb: np.ndarray, quality: int = 95) -> np.ndarray:
-    ok, buf = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    ok, buf = cv2.imencode(
+        '.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
     assert ok
     return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
@@ -52,8 +53,13 @@ def pick_face(root: str, min_w: int, max_w: int) -> tuple[int, int]:
     raise AssertionError(f'no face {min_w} <= w < {max_w} in the fixture')
 
 
-def make_copy(orig: str, dst: str, keep: tuple[int, int] | None = None, fmt: str = 'jpg',
-              manifest: bool = False) -> None:
+def make_copy(
+    orig: str,
+    dst: str,
+    keep: tuple[int, int] | None = None,
+    fmt: str = 'jpg',
+    manifest: bool = False,
+) -> None:
     """An "anonymized" copy: every face blacked out except `keep` (copied through), every image
     re-encoded (JPEG q95, or lossless PNG with `.png` names in the txt)."""
     txt, images = wider.split_paths(orig, 'train')
@@ -72,12 +78,22 @@ def make_copy(orig: str, dst: str, keep: tuple[int, int] | None = None, fmt: str
         params = [cv2.IMWRITE_JPEG_QUALITY, 95] if fmt == 'jpg' else []
         assert cv2.imwrite(path, cv2.cvtColor(out, cv2.COLOR_RGB2BGR), params)
         out_anns.append(wider.ImageAnnotation(name, ann.boxes, ann.attributes))
-        records = ['fallback:no_keypoints' if k == 0 else 'anonymized'
-                   for k in range(len(ann.boxes))]
+        records = [
+            'fallback:no_keypoints' if k == 0 else 'anonymized' for k in range(len(ann.boxes))
+        ]
         if keep is not None and i == keep[0]:
             records[keep[1]] = 'skipped:below_min_face_px'
-        entries.append({'split': 'train', 'image': ann.name, 'output': name, 'status': 'ok',
-                        'faces': records, 'method': 'blackout', 'config_hash': 'x'})
+        entries.append(
+            {
+                'split': 'train',
+                'image': ann.name,
+                'output': name,
+                'status': 'ok',
+                'faces': records,
+                'method': 'blackout',
+                'config_hash': 'x',
+            }
+        )
     wider.write_bbx_gt(dst_txt, out_anns)
     if manifest:
         with open(os.path.join(dst, audit.MANIFEST), 'w') as f:
@@ -88,8 +104,19 @@ def test_planted_leak_exit_1_and_listed(orig, tmp_path, capsys):
     keep = pick_face(orig, 40, 10_000)  # Large enough for the identity distance too.
     make_copy(orig, str(tmp_path / 'leak'), keep=keep, manifest=True)
     out_json = tmp_path / 'audit.json'
-    status = audit_anonymized.main(['--orig', orig, '--anon', str(tmp_path / 'leak'),
-                                    '--workers', '1', '--no_progress', '--json', str(out_json)])
+    status = audit_anonymized.main(
+        [
+            '--orig',
+            orig,
+            '--anon',
+            str(tmp_path / 'leak'),
+            '--workers',
+            '1',
+            '--no_progress',
+            '--json',
+            str(out_json),
+        ]
+    )
     out = capsys.readouterr().out
     assert status == 1
     ann = annotations(orig)[keep[0]]
@@ -116,9 +143,21 @@ def test_planted_leak_exit_1_and_listed(orig, tmp_path, capsys):
 
 def test_all_anonymized_exit_0_png_copy_and_method_label(orig, tmp_path, capsys):
     make_copy(orig, str(tmp_path / 'clean'), fmt='png')  # `.png` names in the txt.
-    status = audit_anonymized.main(['--orig', orig, '--anon', str(tmp_path / 'clean'),
-                                    '--workers', '1', '--no_progress', '--identity_min_px', '0',
-                                    '--method', 'black'])
+    status = audit_anonymized.main(
+        [
+            '--orig',
+            orig,
+            '--anon',
+            str(tmp_path / 'clean'),
+            '--workers',
+            '1',
+            '--no_progress',
+            '--identity_min_px',
+            '0',
+            '--method',
+            'black',
+        ]
+    )
     out = capsys.readouterr().out
     assert status == 0, out
     assert 'black: ' in out and 'leak rate 0.0000 (0 leaks)' in out and 'OK: 0 leaks' in out
@@ -131,8 +170,7 @@ def test_workers_give_the_same_rows(orig, tmp_path):
     serial = audit.audit(orig, tmp_path / 'leak', options=options, workers=1, progress=False)
     parallel = audit.audit(orig, tmp_path / 'leak', options=options, workers=2, progress=False)
     assert serial.rows == parallel.rows
-    assert [(r.image, r.face) for r in serial.leaks] == [(annotations(orig)[keep[0]].name,
-                                                          keep[1])]
+    assert [(r.image, r.face) for r in serial.leaks] == [(annotations(orig)[keep[0]].name, keep[1])]
     assert serial.exit_status == parallel.exit_status == 1
 
 
@@ -163,8 +201,10 @@ def test_identity_distance_on_astronaut():
     x, y, w, h = ASTRONAUT_BOX
     points = np.array([(p.x, p.y) for p in shape.parts()])
     assert ((points >= (x, y)) & (points < (x + w, y + h))).all()  # Landmarks on the face.
-    ref, same, jpeg, blacked = model.descriptors(img, [shape]), *(
-        model.descriptors(im, [shape]) for im in (img.copy(), reencode(img), black))
+    ref, same, jpeg, blacked = (
+        model.descriptors(img, [shape]),
+        *(model.descriptors(im, [shape]) for im in (img.copy(), reencode(img), black)),
+    )
     assert ref.shape == (1, 128)
     assert np.linalg.norm(ref - same) < 0.05
     assert np.linalg.norm(ref - jpeg) < 0.2  # Still the same person (< 0.6).
@@ -182,21 +222,29 @@ def test_missing_and_corrupt_images(orig, tmp_path, capsys):
     txt = wider.split_paths(str(anon), 'train')[0]
     wider.write_bbx_gt(txt, [a for a in annotations(str(anon)) if a.name != gone.name])
     os.remove(anon / 'WIDER_train' / 'images' / gone.name)
-    args = ['--orig', orig, '--anon', str(anon), '--workers', '1', '--no_progress',
-            '--identity_min_px', '0']
+    args = [
+        '--orig',
+        orig,
+        '--anon',
+        str(anon),
+        '--workers',
+        '1',
+        '--no_progress',
+        '--identity_min_px',
+        '0',
+    ]
     assert audit_anonymized.main(args) == 0  # A missing image leaks nothing ...
     out = capsys.readouterr().out
     assert f'MISSING images (their faces are not counted as safe) (1):\n  {gone.name}' in out
     assert audit_anonymized.main(args + ['--fail_on_missing']) == 1  # ... unless asked.
     capsys.readouterr()
-    result = audit.audit(orig, anon, options=audit.AuditOptions(identity_min_px=0),
-                         progress=False)
+    result = audit.audit(orig, anon, options=audit.AuditOptions(identity_min_px=0), progress=False)
     n_missing = sum(b[2] >= 10 for b in gone.boxes)
     assert result.summary['all']['faces_missing'] == n_missing > 0
     assert all(r.changed_share is None for r in result.rows if r.status == audit.MISSING)
     assert result.summary['all']['faces_audited'] + n_missing + result.summary['all'][
-        'faces_below_min_face_px'] + result.summary['all']['faces_empty_or_outside'] == sum(
-        len(a.boxes) for a in anns)
+        'faces_below_min_face_px'
+    ] + result.summary['all']['faces_empty_or_outside'] == sum(len(a.boxes) for a in anns)
     (anon / 'WIDER_train' / 'images' / broken.name).write_bytes(b'not a jpeg')
     assert audit_anonymized.main(args) == 1  # Cannot be compared: fails closed.
     k = next(k for k, b in enumerate(broken.boxes) if b[2] >= 10)
@@ -231,8 +279,9 @@ def test_near_copies_are_leaks_by_the_near_copy_rule(orig, tmp_path, kind):
     # Item 7: every pixel may have moved (brightness, noise) or a ring been blacked out, yet
     # the face is still there: the structural rule must fire where the pixel rule does not.
     audit_variants.write_copy(orig, tmp_path / kind, audit_variants.variant_transform(kind))
-    result = audit.audit(orig, tmp_path / kind, options=audit.AuditOptions(identity_min_px=0),
-                         progress=False)
+    result = audit.audit(
+        orig, tmp_path / kind, options=audit.AuditOptions(identity_min_px=0), progress=False
+    )
     rows = audited(result)
     assert rows and result.exit_status == 1
     assert all(r.leak for r in rows if r.box[2] >= 20)
@@ -250,8 +299,9 @@ def test_methods_outputs_are_not_near_copies(orig):
     # The rule's other side: the legitimate outputs score well below the threshold.
     txt, images = wider.split_paths(orig, 'train')
     for name in ('blackout', 'pixelate'):
-        method = base.create_from_config(importlib.import_module(
-            f'configs.anonymize.{name}').get_config('smoke').anonymizer)
+        method = base.create_from_config(
+            importlib.import_module(f'configs.anonymize.{name}').get_config('smoke').anonymizer
+        )
         for ann in wider.read_bbx_gt(txt):
             rgb = audit.read_rgb(os.path.join(images, ann.name))
             out = reencode(method(rgb, ann.boxes, rng=np.random.default_rng(0)).image)
@@ -265,8 +315,7 @@ def test_identity_is_measured_only_where_a_face_is_found(orig, tmp_path):
     options = audit.AuditOptions(identity_min_px=40, near_copy=1.1, min_changed=0.0)
     make_copy(orig, str(tmp_path / 'black'))
     black = audit.audit(orig, tmp_path / 'black', options=options, progress=False)
-    audit_variants.write_copy(orig, tmp_path / 'same', audit_variants.variant_transform(
-        'reencode'))
+    audit_variants.write_copy(orig, tmp_path / 'same', audit_variants.variant_transform('reencode'))
     same = audit.audit(orig, tmp_path / 'same', options=options, progress=False)
     b, s = black.summary['all'], same.summary['all']
     assert s['identity_faces'] > 0 and s['identity_match_rate'] == 1.0
@@ -275,7 +324,10 @@ def test_identity_is_measured_only_where_a_face_is_found(orig, tmp_path):
     assert b['identity_match_rate'] == 0.0 and b['identity_no_face_found'] == b['identity_faces']
     assert not black.leaks
     assert {r.identity_status for r in audited(black)} <= {
-        identity.NO_FACE_FOUND, identity.NO_FACE_IN_ORIGINAL, None}
+        identity.NO_FACE_FOUND,
+        identity.NO_FACE_IN_ORIGINAL,
+        None,
+    }
     leaks = [r for r in same.leaks if r.identity_status == identity.MATCH]
     assert leaks and all(audit.IDENTITY_MATCH in r.leak_rules for r in leaks)
     assert all(r.identity_distance < identity.MATCH_THRESHOLD for r in leaks)

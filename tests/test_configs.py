@@ -10,13 +10,22 @@ import pytest
 from safefakes_jax import config_utils
 
 CONFIG_FILES = sorted(
-    f for f in glob.glob(os.path.join(os.path.dirname(__file__), '..', 'configs', '*.py'))
-    if not os.path.basename(f).startswith(('_', 'dsfd_base')))
+    f
+    for f in glob.glob(os.path.join(os.path.dirname(__file__), '..', 'configs', '*.py'))
+    if not os.path.basename(f).startswith(('_', 'dsfd_base'))
+)
 
 
 def test_parse_arg_types():
-    arg = config_utils.parse_arg('smoke, steps=20,lr=0.5,name=abc,flag=false',
-                                 smoke=False, steps=1, lr=1.0, name='', flag=True, other=None)
+    arg = config_utils.parse_arg(
+        'smoke, steps=20,lr=0.5,name=abc,flag=false',
+        smoke=False,
+        steps=1,
+        lr=1.0,
+        name='',
+        flag=True,
+        other=None,
+    )
     assert arg.smoke is True
     assert arg.steps == 20 and isinstance(arg.steps, int)
     assert arg.lr == 0.5
@@ -27,12 +36,15 @@ def test_parse_arg_types():
     assert config_utils.parse_arg('', smoke=False).smoke is False
 
 
-@pytest.mark.parametrize('arg, match', [
-    ('bogus', 'unknown config arg'),
-    ('steps', 'needs a value'),
-    ('steps=abc', 'expected int'),
-    ('smoke=maybe', 'expected a boolean'),
-])
+@pytest.mark.parametrize(
+    'arg, match',
+    [
+        ('bogus', 'unknown config arg'),
+        ('steps', 'needs a value'),
+        ('steps=abc', 'expected int'),
+        ('smoke=maybe', 'expected a boolean'),
+    ],
+)
 def test_parse_arg_errors(arg, match):
     with pytest.raises(ValueError, match=match):
         config_utils.parse_arg(arg, smoke=False, steps=1)
@@ -60,7 +72,11 @@ def test_config_file(path):
 
 def test_paper_settings():
     from configs import dsfd_original
+
     config = dsfd_original.get_config()
     assert (config.data.batch_size, config.optim.detector.lr, config.train.steps) == (
-        4, 2.5e-4, 60_000)
+        4,
+        2.5e-4,
+        60_000,
+    )
     assert config.data.anchor_sampling_prob == pytest.approx(0.4)

@@ -23,14 +23,16 @@ MEAN_RGB = np.array([123.0, 117.0, 104.0], np.float32)
 
 def random_state_dict(width: float = WIDTH, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {k: rng.standard_normal(s).astype(np.float32)
-            for k, s in dsfd.torch_key_shapes(width).items()}
+    return {
+        k: rng.standard_normal(s).astype(np.float32)
+        for k, s in dsfd.torch_key_shapes(width).items()
+    }
 
 
 def backbone_state_dict(width: float = WIDTH, seed: int = 1) -> dict[str, np.ndarray]:
     """The 30 `vgg16_reducedfc.pth` keys (`{i}.weight/bias`) of a width-scaled backbone."""
     full = random_state_dict(width, seed)
-    return {k[len('vgg.'):]: v for k, v in full.items() if k.startswith('vgg.')}
+    return {k[len('vgg.') :]: v for k, v in full.items() if k.startswith('vgg.')}
 
 
 def convert(tmp_path, sd, fmt, *extra, name='ckpt'):
@@ -38,7 +40,8 @@ def convert(tmp_path, sd, fmt, *extra, name='ckpt'):
     np.savez(src, **sd)
     out = tmp_path / name
     status = convert_torch_weights.main(
-        [f'--format={fmt}', f'--src={src}', f'--out={out}', '--width', str(WIDTH), *extra])
+        [f'--format={fmt}', f'--src={src}', f'--out={out}', '--width', str(WIDTH), *extra]
+    )
     return status, out
 
 
@@ -64,8 +67,11 @@ def test_dsfd_vgg_roundtrip_bit_exact(tmp_path, capsys):
     assert info['sha256'] == torch_import.file_sha256(tmp_path / 'ckpt.npz')
     assert info['num_params'] == sum(v.size for v in sd.values())
     # The restored params drive the model (abstractly: no full forward here).
-    shapes = jax.eval_shape(dsfd.DSFD(width=WIDTH).init, jax.random.key(0),
-                            jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))['params']
+    shapes = jax.eval_shape(
+        dsfd.DSFD(width=WIDTH).init,
+        jax.random.key(0),
+        jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32),
+    )['params']
     assert jax.tree.map(np.shape, shapes) == jax.tree.map(np.shape, params)
     # Restoring the orbax folder itself also works; no temporary folders are left behind.
     assert_trees_equal(torch_import.load_converted(out / 'checkpoint'), params)
@@ -91,14 +97,15 @@ def correlate_oihw(weight, bias, image_chw):
     out = np.zeros((weight.shape[0], h, w)) + bias[:, None, None]
     for i in range(kh):
         for j in range(kw):
-            out += np.einsum('oc,chw->ohw', weight[:, :, i, j], padded[:, i:i + h, j:j + w])
+            out += np.einsum('oc,chw->ohw', weight[:, :, i, j], padded[:, i : i + h, j : j + w])
     return out
 
 
 def test_vgg16_reducedfc_mapping_and_channel_flip(tmp_path):
     sd = backbone_state_dict()
-    assert len(sd) == 30 and set(sd) == {f'{i}.{leaf}' for i in TORCH_INDEX.values()
-                                         for leaf in ('weight', 'bias')}
+    assert len(sd) == 30 and set(sd) == {
+        f'{i}.{leaf}' for i in TORCH_INDEX.values() for leaf in ('weight', 'bias')
+    }
     status, out = convert(tmp_path, sd, 'vgg16_reducedfc')  # Default: BGR source weights.
     assert status == 0
     params = torch_import.load_converted(out)
@@ -117,25 +124,29 @@ def test_vgg16_reducedfc_mapping_and_channel_flip(tmp_path):
     bgr_in = (rgb[..., ::-1] - MEAN_RGB[::-1]).transpose(2, 0, 1)
     want = correlate_oihw(sd['0.weight'].astype(np.float64), sd['0.bias'], bgr_in)
     _, state = VGG16(width=WIDTH).apply(
-        {'params': params['vgg']}, ours_in,
-        capture_intermediates=lambda m, _: m.name == 'conv1_1')
+        {'params': params['vgg']}, ours_in, capture_intermediates=lambda m, _: m.name == 'conv1_1'
+    )
     got = np.asarray(state['intermediates']['conv1_1']['__call__'][0][0]).transpose(2, 0, 1)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-2)
     # Without the flip (--channel_order rgb) the outputs differ.
     assert convert(tmp_path, sd, 'vgg16_reducedfc', '--channel_order=rgb', name='rgb')[0] == 0
     unflipped = torch_import.load_converted(tmp_path / 'rgb')['vgg']
     _, state = VGG16(width=WIDTH).apply(
-        {'params': unflipped}, ours_in, capture_intermediates=lambda m, _: m.name == 'conv1_1')
-    assert not np.allclose(state['intermediates']['conv1_1']['__call__'][0][0].transpose(2, 0, 1),
-                           want, atol=1.0)
+        {'params': unflipped}, ours_in, capture_intermediates=lambda m, _: m.name == 'conv1_1'
+    )
+    assert not np.allclose(
+        state['intermediates']['conv1_1']['__call__'][0][0].transpose(2, 0, 1), want, atol=1.0
+    )
 
 
 def test_merge_params_puts_backbone_into_init():
     sd = backbone_state_dict()
     partial = torch_import.convert_state_dict(
-        {f'module.vgg.{k}': v for k, v in sd.items()}, 'vgg16_reducedfc', WIDTH)
-    init = jax.tree.map(np.zeros_like, dsfd.params_from_torch_state_dict(
-        random_state_dict(), width=WIDTH))
+        {f'module.vgg.{k}': v for k, v in sd.items()}, 'vgg16_reducedfc', WIDTH
+    )
+    init = jax.tree.map(
+        np.zeros_like, dsfd.params_from_torch_state_dict(random_state_dict(), width=WIDTH)
+    )
     merged = traverse_util.flatten_dict(torch_import.merge_params(init, partial))
     assert not np.any(merged[('extras_0', 'kernel')])
     np.testing.assert_array_equal(merged[('vgg', 'conv7', 'bias')], sd['33.bias'])
@@ -167,12 +178,17 @@ def test_pth_without_torch_says_how_to_make_npz(tmp_path, capsys, monkeypatch):
     src = tmp_path / 'weights.pth'
     src.write_bytes(b'not really a pickle')
     status = convert_torch_weights.main(
-        ['--format=dsfd_vgg', f'--src={src}', f'--out={tmp_path / "out"}'])
+        ['--format=dsfd_vgg', f'--src={src}', f'--out={tmp_path / "out"}']
+    )
     assert status == 2
     err = capsys.readouterr().err
     assert 'needs PyTorch' in err and 'numpy.savez(path, **{k: v.numpy()' in err
-    assert convert_torch_weights.main(
-        ['--format=dsfd_vgg', f'--src={tmp_path / "nope.npz"}', f'--out={tmp_path / "o"}']) == 2
+    assert (
+        convert_torch_weights.main(
+            ['--format=dsfd_vgg', f'--src={tmp_path / "nope.npz"}', f'--out={tmp_path / "o"}']
+        )
+        == 2
+    )
     assert 'no such file' in capsys.readouterr().err
 
 
@@ -208,12 +224,17 @@ def test_pth_with_torch_and_yx_wrapper(tmp_path, monkeypatch, wrapped):
     src = tmp_path / 'dsfd.pth'
     src.write_bytes(b'x')
     out = tmp_path / 'out'
-    assert convert_torch_weights.main(
-        ['--format=dsfd_vgg', f'--src={src}', f'--out={out}', f'--width={WIDTH}']) == 0
+    assert (
+        convert_torch_weights.main(
+            ['--format=dsfd_vgg', f'--src={src}', f'--out={out}', f'--width={WIDTH}']
+        )
+        == 0
+    )
     # Weights only: a .pth is a pickle, and nothing but tensors may be unpickled from it.
     assert calls == [(str(src), {'map_location': 'cpu', 'weights_only': True})]
-    assert_trees_equal(torch_import.load_converted(out),
-                       dsfd.params_from_torch_state_dict(sd, width=WIDTH))
+    assert_trees_equal(
+        torch_import.load_converted(out), dsfd.params_from_torch_state_dict(sd, width=WIDTH)
+    )
 
 
 def test_pth_that_weights_only_refuses_exits_2(tmp_path, monkeypatch, capsys):
@@ -234,13 +255,18 @@ def test_pth_that_weights_only_refuses_exits_2(tmp_path, monkeypatch, capsys):
 
     src = tmp_path / 'evil.pth'
     src.write_bytes(b'x')
-    for fake, expected in ((RefusingTorch, 'weights_only=True) refused or failed '
-                            '(UnpicklingError: Weights only load failed'),
-                           (OldTorch, 'needs torch >= 1.13')):
+    for fake, expected in (
+        (
+            RefusingTorch,
+            'weights_only=True) refused or failed (UnpicklingError: Weights only load failed',
+        ),
+        (OldTorch, 'needs torch >= 1.13'),
+    ):
         monkeypatch.setitem(sys.modules, 'torch', fake)
         out = tmp_path / fake.__name__
-        assert convert_torch_weights.main(
-            ['--format=dsfd_vgg', f'--src={src}', f'--out={out}']) == 2
+        assert (
+            convert_torch_weights.main(['--format=dsfd_vgg', f'--src={src}', f'--out={out}']) == 2
+        )
         err = capsys.readouterr().err
         assert expected in err and str(src) in err
         assert not os.path.exists(out)
@@ -260,11 +286,13 @@ def test_existing_out_refused_unless_force(tmp_path, capsys):
     status, out = convert(tmp_path, sd2, 'vgg16_reducedfc')
     assert status == 2
     assert 'not empty (use --force' in capsys.readouterr().err
-    np.testing.assert_array_equal(torch_import.load_converted(out)['vgg']['conv7']['bias'],
-                                  sd['33.bias'])
+    np.testing.assert_array_equal(
+        torch_import.load_converted(out)['vgg']['conv7']['bias'], sd['33.bias']
+    )
     assert convert(tmp_path, sd2, 'vgg16_reducedfc', '--force')[0] == 0
-    np.testing.assert_array_equal(torch_import.load_converted(out)['vgg']['conv7']['bias'],
-                                  sd2['33.bias'])
+    np.testing.assert_array_equal(
+        torch_import.load_converted(out)['vgg']['conv7']['bias'], sd2['33.bias']
+    )
     assert sorted(os.listdir(tmp_path)) == ['ckpt', 'ckpt.npz']
     assert json.loads((out / 'conversion.json').read_text())['partial'] is True
     # An existing empty folder is fine.

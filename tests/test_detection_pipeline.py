@@ -29,13 +29,21 @@ def make_wider(root, n_train=9, n_val=7, seed=0):
             image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
             k = 0 if i == 4 else int(rng.integers(1, 6))
             side = rng.integers(2, 60, k)
-            boxes = np.stack([rng.integers(0, w - 60, k), rng.integers(0, h - 60, k), side,
-                              side], -1)
+            boxes = np.stack(
+                [rng.integers(0, w - 60, k), rng.integers(0, h - 60, k), side, side], -1
+            )
             if k:  # A face on the bottom-right corner.
                 boxes[0] = [w - 20, h - 25, 20, 25]
             if i == 2:  # More faces than MAX_BOXES.
-                boxes = np.stack([rng.integers(0, w - 40, 20), rng.integers(0, h - 40, 20),
-                                  rng.integers(10, 40, 20), rng.integers(10, 40, 20)], -1)
+                boxes = np.stack(
+                    [
+                        rng.integers(0, w - 40, 20),
+                        rng.integers(0, h - 40, 20),
+                        rng.integers(10, 40, 20),
+                        rng.integers(10, 40, 20),
+                    ],
+                    -1,
+                )
             items.append((name, image, boxes, np.zeros((len(boxes), 6))))
         out[split] = write_wider_split(root, split, items)
     return out
@@ -50,8 +58,14 @@ def folder(tmp_path_factory):
 
 def _train(folder, **kwargs):
     root, _, data_dir = folder
-    args = dict(batch_size=4, image_size=S, max_boxes=MAX_BOXES, data_dir=data_dir,
-                process_index=0, process_count=1)
+    args = dict(
+        batch_size=4,
+        image_size=S,
+        max_boxes=MAX_BOXES,
+        data_dir=data_dir,
+        process_index=0,
+        process_count=1,
+    )
     args.update(kwargs)
     return dp.make_train_dataset(root, **args)
 
@@ -88,8 +102,9 @@ def test_augmented_boxes_lie_inside_the_image(das):
     branches = set()
     for seed in range(400):
         w, h, boxes = _random_case(rng)
-        g = aug.sample_geometry(boxes, w, h, np.random.default_rng(seed), out_size=S,
-                                anchor_sampling_prob=das)
+        g = aug.sample_geometry(
+            boxes, w, h, np.random.default_rng(seed), out_size=S, anchor_sampling_prob=das
+        )
         branches.add(g.branch)
         x0, y0, x1, y1 = g.window
         assert x1 > x0 and y1 > y0
@@ -115,8 +130,9 @@ def test_boxes_follow_the_pixels():
             continue
         x0, y0 = max(g.window[0], 0), max(g.window[1], 0)
         x1, y1 = min(g.window[2], w), min(g.window[3], h)
-        out = aug.render(image[y0:y1, x0:x1], g.window, (x0, y0), S, cv2.INTER_NEAREST,
-                         g.mirror, None, (0, 0, 0))
+        out = aug.render(
+            image[y0:y1, x0:x1], g.window, (x0, y0), S, cv2.INTER_NEAREST, g.mirror, None, (0, 0, 0)
+        )
         ys, xs = np.nonzero(out[..., 0] > 127)
         bx1, by1, bx2, by2 = g.boxes[0]
         # Clipped boxes and blobs agree to within the rounding of one output pixel.
@@ -139,10 +155,14 @@ def test_mirror_hand_case():
 
 def test_transform_keeps_centres_inside_clips_and_drops_tiny():
     window = np.array([100, 100, 200, 200])  # Output 200: scale 2.
-    boxes = np.array([[90.0, 90.0, 120.0, 120.0],    # Centre inside, clipped.
-                      [50.0, 50.0, 120.0, 120.0],    # Centre outside: dropped.
-                      [150.0, 150.0, 151.0, 151.0],  # 2 x 2 px at output: dropped.
-                      [150.0, 150.0, 153.0, 153.0]])  # 6 x 6 px: kept.
+    boxes = np.array(
+        [
+            [90.0, 90.0, 120.0, 120.0],  # Centre inside, clipped.
+            [50.0, 50.0, 120.0, 120.0],  # Centre outside: dropped.
+            [150.0, 150.0, 151.0, 151.0],  # 2 x 2 px at output: dropped.
+            [150.0, 150.0, 153.0, 153.0],
+        ]
+    )  # 6 x 6 px: kept.
     out = aug.transform_boxes(boxes, window, 200, 6.0)
     np.testing.assert_allclose(out, [[0, 0, 40, 40], [100, 100, 106, 106]])
 
@@ -206,8 +226,9 @@ def test_unaugmented_boxes_are_the_stretched_originals(folder):
     root, anns, _ = folder
     by_name = {a.name: a for a in anns['train']}
     for batch in _take(_train(folder, augment=False, max_boxes=32), 3):
-        for name, boxes, mask in zip(batch['filename'], batch['boxes'], batch['box_mask'],
-                                     strict=True):
+        for name, boxes, mask in zip(
+            batch['filename'], batch['boxes'], batch['box_mask'], strict=True
+        ):
             ann = by_name[name.decode()]
             img = cv2.imread(os.path.join(root, 'WIDER_train', 'images', ann.name))
             h, w = img.shape[:2]
@@ -259,9 +280,19 @@ def test_train_shards_per_host(folder):
 def test_eval_padding_mask_and_mapping_back(folder):
     root, anns, data_dir = folder
     n_val = len(anns['val'])  # 7: two batches of 4, the last with one padding example.
-    batches = list(dp.as_numpy_batches(dp.make_eval_dataset(
-        root, batch_size=4, image_size=S, max_boxes=MAX_BOXES, data_dir=data_dir,
-        process_index=0, process_count=1)))
+    batches = list(
+        dp.as_numpy_batches(
+            dp.make_eval_dataset(
+                root,
+                batch_size=4,
+                image_size=S,
+                max_boxes=MAX_BOXES,
+                data_dir=data_dir,
+                process_index=0,
+                process_count=1,
+            )
+        )
+    )
     assert len(batches) == dp.num_eval_batches(n_val, 4, 1) == 2
     mask = np.concatenate([b['_mask'] for b in batches])
     np.testing.assert_array_equal(mask, np.arange(8) < n_val)
@@ -288,8 +319,15 @@ def test_eval_shards_line_up_across_hosts(folder):
     root, anns, data_dir = folder
     names, counts = [], []
     for index in range(2):
-        ds = dp.make_eval_dataset(root, batch_size=4, image_size=S, max_boxes=MAX_BOXES,
-                                  data_dir=data_dir, process_index=index, process_count=2)
+        ds = dp.make_eval_dataset(
+            root,
+            batch_size=4,
+            image_size=S,
+            max_boxes=MAX_BOXES,
+            data_dir=data_dir,
+            process_index=index,
+            process_count=2,
+        )
         batches = list(dp.as_numpy_batches(ds))
         counts.append(len(batches))
         names.append({f.decode() for b in batches for f in b['filename'][b['_mask']]})

@@ -24,13 +24,19 @@ import pytest
 from safefakes_jax.data import synthetic, tfds_wider, wider
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOSS_TAGS = ('train/loss', 'train/loc1', 'train/conf1', 'train/loc2', 'train/conf2',
-             'train/grad_norm')
+LOSS_TAGS = (
+    'train/loss',
+    'train/loc1',
+    'train/conf1',
+    'train/loc2',
+    'train/conf2',
+    'train/grad_norm',
+)
 # Quick XLA CPU compiles (the tiny programs run in no time; compiling them is the cost).
 FAST_COMPILE = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
 
 # The 1-process reference: launch/train.py with the pipeline of both hosts, concatenated.
-REFERENCE = '''
+REFERENCE = """
 import runpy, sys
 import tensorflow as tf
 from safefakes_jax.data import detection_pipeline as dp
@@ -43,7 +49,7 @@ def both_hosts(root, *, batch_size, **kwargs):
 dp.make_train_dataset = both_hosts
 sys.argv[0] = 'launch/train.py'
 runpy.run_path('launch/train.py', run_name='__main__')
-'''
+"""
 
 
 def _free_port() -> int:
@@ -53,16 +59,25 @@ def _free_port() -> int:
 
 
 def _env(devices: int) -> dict[str, str]:
-    return dict(os.environ, JAX_PLATFORMS='cpu', CUDA_VISIBLE_DEVICES='',
-                TF_CPP_MIN_LOG_LEVEL='2',
-                XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} {FAST_COMPILE}')
+    return dict(
+        os.environ,
+        JAX_PLATFORMS='cpu',
+        CUDA_VISIBLE_DEVICES='',
+        TF_CPP_MIN_LOG_LEVEL='2',
+        XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} {FAST_COMPILE}',
+    )
 
 
 def _train_args(root: str, workdir: str) -> list[str]:
-    return ['--config=configs/dsfd_original.py:tiny', f'--workdir={workdir}',
-            f'--config.data.original_train_root={root}', f'--config.data.train_root={root}',
-            f'--config.data.val_root={root}', '--config.data.batch_size=4',
-            '--config.evals.final.batch_size=4']
+    return [
+        '--config=configs/dsfd_original.py:tiny',
+        f'--workdir={workdir}',
+        f'--config.data.original_train_root={root}',
+        f'--config.data.train_root={root}',
+        f'--config.data.val_root={root}',
+        '--config.data.batch_size=4',
+        '--config.evals.final.batch_size=4',
+    ]
 
 
 def _scalars(workdir, tag: str) -> list[float]:
@@ -101,12 +116,27 @@ def runs(tmp_path_factory):
     tfds_wider.prepare(root)  # Once, here: the runs below must not prepare it at the same time.
     address = f'127.0.0.1:{_free_port()}'
     two, one = str(base / 'two_processes'), str(base / 'one_process')
-    commands = [([sys.executable, 'launch/train.py', *_train_args(root, two),
-                  f'--coordinator_address={address}', '--num_processes=2',
-                  f'--process_id={i}'], _env(1)) for i in range(2)]
+    commands = [
+        (
+            [
+                sys.executable,
+                'launch/train.py',
+                *_train_args(root, two),
+                f'--coordinator_address={address}',
+                '--num_processes=2',
+                f'--process_id={i}',
+            ],
+            _env(1),
+        )
+        for i in range(2)
+    ]
     commands.append(([sys.executable, '-c', REFERENCE, *_train_args(root, one)], _env(2)))
-    procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for cmd, env in commands]
+    procs = [
+        subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for cmd, env in commands
+    ]
     try:
         outputs = [p.communicate(timeout=600)[0] for p in procs]
     finally:
@@ -114,8 +144,7 @@ def runs(tmp_path_factory):
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    for name, p, out in zip(('process 0', 'process 1', 'reference'), procs, outputs,
-                            strict=True):
+    for name, p, out in zip(('process 0', 'process 1', 'reference'), procs, outputs, strict=True):
         assert p.returncode == 0, f'{name} exited with {p.returncode}:\n{out[-5000:]}'
     return two, one
 
@@ -129,8 +158,9 @@ def test_two_processes_train_checkpoint_and_evaluate(runs):
     manager.close()
     results = json.load(open(os.path.join(two, 'results.json')))
     assert results['steps'] == 2
-    assert all(math.isfinite(results[k]) and 0 <= results[k] <= 1
-               for k in ('easy', 'medium', 'hard'))
+    assert all(
+        math.isfinite(results[k]) and 0 <= results[k] <= 1 for k in ('easy', 'medium', 'hard')
+    )
     assert os.path.exists(os.path.join(two, 'config.json'))
     assert len(_scalars(two, 'train/loss')) == 2  # Summaries: written by process 0 alone.
 

@@ -39,7 +39,9 @@ def make_copy(orig: str, dst: str) -> list[wider.ImageAnnotation]:
     for n, ann in enumerate(anns):
         rgb = images.read(os.path.join(src_images, ann.name))
         for x, y, w, h in ann.boxes[1:]:
-            rgb[max(y, 0):y + h, max(x, 0):x + w] = 255 - rgb[max(y, 0):y + h, max(x, 0):x + w]
+            rgb[max(y, 0) : y + h, max(x, 0) : x + w] = (
+                255 - rgb[max(y, 0) : y + h, max(x, 0) : x + w]
+            )
         name = os.path.splitext(ann.name)[0] + '.png'
         records = ['anonymized'] * len(ann.boxes)
         if len(records) > 1:
@@ -51,9 +53,17 @@ def make_copy(orig: str, dst: str) -> list[wider.ImageAnnotation]:
             with open(path, 'wb') as f:
                 f.write(images.encode(rgb, 'png'))
         out_anns.append(wider.ImageAnnotation(name, ann.boxes, ann.attributes))
-        entries.append({'split': 'train', 'image': ann.name, 'output': None if failed else name,
-                        'status': 'failed:test' if failed else 'ok', 'faces': records,
-                        'method': 'invert', 'config_hash': 'x'})
+        entries.append(
+            {
+                'split': 'train',
+                'image': ann.name,
+                'output': None if failed else name,
+                'status': 'failed:test' if failed else 'ok',
+                'faces': records,
+                'method': 'invert',
+                'config_hash': 'x',
+            }
+        )
     wider.write_bbx_gt(dst_txt, out_anns)
     with open(os.path.join(dst, manifest.MANIFEST), 'w') as f:
         f.write(''.join(json.dumps(e) + '\n' for e in entries))
@@ -66,8 +76,9 @@ def test_crops_are_aligned_and_faces_left_out_by_reason(orig, tmp_path):
     assert [p.name for p in pairing.pairs] == [a.name for a in anns]
     assert pairing.pairs[-1].anon_path is None and pairing.pairs[0].method == 'invert'
     skipped: dict[str, int] = {}
-    batches = list(face_pairs.iter_batches(pairing, size=32, batch_size=5, min_face_px=10,
-                                           skipped=skipped))
+    batches = list(
+        face_pairs.iter_batches(pairing, size=32, batch_size=5, min_face_px=10, skipped=skipped)
+    )
     assert [len(b) for b in batches[:-1]] == [5] * (len(batches) - 1)
     assert 1 <= len(batches[-1]) <= 5
     got = [(name, int(i)) for b in batches for name, i in zip(b.image, b.face_index, strict=True)]
@@ -85,8 +96,15 @@ def test_crops_are_aligned_and_faces_left_out_by_reason(orig, tmp_path):
             else:
                 expected.append((ann.name, i))
     assert got == expected and len(expected) > 5
-    assert skipped == {k: v for k, v in (('small', small), ('record:skipped:below_min_face_px',
-                                         record), ('missing', missing)) if v}
+    assert skipped == {
+        k: v
+        for k, v in (
+            ('small', small),
+            ('record:skipped:below_min_face_px', record),
+            ('missing', missing),
+        )
+        if v
+    }
 
     src = wider.split_paths(orig, 'train')[1]
     dst = wider.split_paths(str(tmp_path / 'anon'), 'train')[1]
@@ -98,7 +116,8 @@ def test_crops_are_aligned_and_faces_left_out_by_reason(orig, tmp_path):
             assert tuple(b.box[k]) == tuple(ann.boxes[i])
             square = face_crops.crop_box(ann.boxes[i])  # The same square from both images.
             np.testing.assert_array_equal(
-                b.original[k], face_crops.cut(images.read(os.path.join(src, name)), square, 32))
+                b.original[k], face_crops.cut(images.read(os.path.join(src, name)), square, 32)
+            )
             copy = images.read(os.path.join(dst, os.path.splitext(name)[0] + '.png'))
             np.testing.assert_array_equal(b.anonymized[k], face_crops.cut(copy, square, 32))
             change = np.abs(b.anonymized[k][12:20, 12:20].astype(int) - b.original[k][12:20, 12:20])
@@ -110,7 +129,8 @@ def test_unreadable_and_resized_copies_are_counted_not_cropped(orig, tmp_path):
     pairing = face_pairs.pair_images(orig, tmp_path / 'anon', 'train')
     counted: dict[str, int] = {}
     per_image = collections.Counter(
-        n for b in face_pairs.iter_batches(pairing, skipped=counted) for n in b.image)
+        n for b in face_pairs.iter_batches(pairing, skipped=counted) for n in b.image
+    )
     first, second = [a for a in anns if per_image[a.name]][:2]
     images_dir = wider.split_paths(str(tmp_path / 'anon'), 'train')[1]
     with open(os.path.join(images_dir, os.path.splitext(first.name)[0] + '.png'), 'wb') as f:
@@ -121,8 +141,10 @@ def test_unreadable_and_resized_copies_are_counted_not_cropped(orig, tmp_path):
     pairing = face_pairs.pair_images(orig, tmp_path / 'anon', 'train')
     names = {n for b in face_pairs.iter_batches(pairing, skipped=skipped) for n in b.image}
     assert not names & {first.name, second.name}
-    assert skipped == counted | {'unreadable': per_image[first.name],
-                                 'size_mismatch': per_image[second.name]}
+    assert skipped == counted | {
+        'unreadable': per_image[first.name],
+        'size_mismatch': per_image[second.name],
+    }
 
 
 def test_names_leaving_the_copy_are_refused_before_any_crop(orig, tmp_path):
@@ -133,10 +155,15 @@ def test_names_leaving_the_copy_are_refused_before_any_crop(orig, tmp_path):
     os.symlink(os.path.join(wider.split_paths(orig, 'train')[1], anns[0].name), copy)
     with pytest.raises(root_paths.PathEscapeError, match=os.path.basename(dst_txt) + ':1'):
         face_pairs.pair_images(orig, tmp_path / 'anon', 'train')
-    listed = [wider.ImageAnnotation(os.path.splitext(a.name)[0] + '.png', a.boxes, a.attributes)
-              for a in anns]
-    wider.write_bbx_gt(dst_txt, [wider.ImageAnnotation('../../outside.png', anns[0].boxes,
-                                                       anns[0].attributes)] + listed[1:])
+    listed = [
+        wider.ImageAnnotation(os.path.splitext(a.name)[0] + '.png', a.boxes, a.attributes)
+        for a in anns
+    ]
+    wider.write_bbx_gt(
+        dst_txt,
+        [wider.ImageAnnotation('../../outside.png', anns[0].boxes, anns[0].attributes)]
+        + listed[1:],
+    )
     with pytest.raises(wider.FormatError, match=os.path.basename(dst_txt) + ':1'):
         face_pairs.pair_images(orig, tmp_path / 'anon', 'train')
 

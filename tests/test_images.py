@@ -42,8 +42,11 @@ def test_exif_rotated_jpeg_keeps_the_stored_grid(astronaut, tmp_path):
 
 def test_truncated_corrupt_empty_and_missing_files_name_the_file(astronaut, tmp_path):
     data = _jpeg(astronaut)
-    for bad, what in ((data[:len(data) // 2], 'corrupt or truncated'),
-                      (b'not an image at all', 'corrupt or truncated'), (b'', 'empty')):
+    for bad, what in (
+        (data[: len(data) // 2], 'corrupt or truncated'),
+        (b'not an image at all', 'corrupt or truncated'),
+        (b'', 'empty'),
+    ):
         path = tmp_path / 'bad.jpg'
         path.write_bytes(bad)
         with pytest.raises(images.ImageDecodeError, match=rf'{path}: .*{what}'):

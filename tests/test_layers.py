@@ -12,11 +12,18 @@ import os
 
 import pytest
 
-PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                       'safefakes_jax')
+PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'safefakes_jax')
 IO_LEVEL = {'config_utils', 'sharding', 'data.atomic_io', 'data.images', 'data.root_paths'}
-RANKS = {'io': 0, 'data': 1, 'models': 2, 'detection': 3, 'anonymizers': 3, 'evaluation': 4,
-         'train': 5, 'pipeline': 6}
+RANKS = {
+    'io': 0,
+    'data': 1,
+    'models': 2,
+    'detection': 3,
+    'anonymizers': 3,
+    'evaluation': 4,
+    'train': 5,
+    'pipeline': 6,
+}
 
 
 def layer(module: str) -> str:
@@ -61,13 +68,17 @@ def imports(module: str) -> list[tuple[int, str]]:
 
 def test_layers_cover_every_module():
     assert {layer(m) for m in modules()} <= set(RANKS), sorted(
-        m for m in modules() if layer(m) not in RANKS)
+        m for m in modules() if layer(m) not in RANKS
+    )
 
 
 @pytest.mark.parametrize('module', modules())
 def test_no_module_imports_a_layer_above_its_own(module):
     own = RANKS[layer(module)]
-    bad = [f'safefakes_jax/{module.replace(".", "/")}.py:{line} imports safefakes_jax.{name} '
-           f'({layer(name)} is above {layer(module)})'
-           for line, name in imports(module) if RANKS.get(layer(name), -1) > own]
+    bad = [
+        f'safefakes_jax/{module.replace(".", "/")}.py:{line} imports safefakes_jax.{name} '
+        f'({layer(name)} is above {layer(module)})'
+        for line, name in imports(module)
+        if RANKS.get(layer(name), -1) > own
+    ]
     assert not bad, '\n'.join(bad)

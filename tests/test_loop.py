@@ -33,9 +33,16 @@ class D(nn.Module):
 
 
 def _config(steps: int) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dict(
-        seed=0, train=dict(steps=steps, log_every=1), ckpt=dict(every_steps=0, max_to_keep=2),
-        mesh=dict(num_devices=1), evals={}, resume_with_changed_config=False))
+    return ml_collections.ConfigDict(
+        dict(
+            seed=0,
+            train=dict(steps=steps, log_every=1),
+            ckpt=dict(every_steps=0, max_to_keep=2),
+            mesh=dict(num_devices=1),
+            evals={},
+            resume_with_changed_config=False,
+        )
+    )
 
 
 def _task(mesh) -> loop.Task:
@@ -43,9 +50,9 @@ def _task(mesh) -> loop.Task:
     _, g_tx = optim.build({'name': 'adam', 'lr': 1e-2, 'b1': 0.5}, 4)
     _, d_tx = optim.build({'name': 'adam', 'lr': 1e-2, 'b1': 0.5}, 4)
     specs = {
-        'generator': state_lib.Spec(lambda k: g.init(k, jnp.zeros((1, Z))), g_tx,
-                                    ema_decay=0.9),
-        'discriminator': state_lib.Spec(lambda k: d.init(k, jnp.zeros((1, 8, 8, 1))), d_tx)}
+        'generator': state_lib.Spec(lambda k: g.init(k, jnp.zeros((1, Z))), g_tx, ema_decay=0.9),
+        'discriminator': state_lib.Spec(lambda k: d.init(k, jnp.zeros((1, 8, 8, 1))), d_tx),
+    }
 
     def step(state, batch, rng):
         rng = jax.random.fold_in(rng, state.step)
@@ -54,9 +61,12 @@ def _task(mesh) -> loop.Task:
         fake = g.apply(gn.variables, z)
 
         def d_loss(params):
-            out, stats = d.apply({'params': params, **dn.batch_stats},
-                                 jnp.concatenate([batch['real'], fake]), update_stats=True,
-                                 mutable=['batch_stats'])
+            out, stats = d.apply(
+                {'params': params, **dn.batch_stats},
+                jnp.concatenate([batch['real'], fake]),
+                update_stats=True,
+                mutable=['batch_stats'],
+            )
             n = batch['real'].shape[0]
             return jnp.mean(nn.softplus(-out[:n])) + jnp.mean(nn.softplus(out[n:])), stats
 
@@ -73,14 +83,22 @@ def _task(mesh) -> loop.Task:
     def batches(position):
         while True:
             rng = np.random.default_rng(position)
-            yield {'real': rng.uniform(-1, 1, (4, 8, 8, 1)).astype(np.float32) * 0.5 + 0.25,
-                   'position': np.array([position])}
+            yield {
+                'real': rng.uniform(-1, 1, (4, 8, 8, 1)).astype(np.float32) * 0.5 + 0.25,
+                'position': np.array([position]),
+            }
             position += 1
 
-    return loop.Task(specs=specs, models={'generator': g, 'discriminator': d},
-                     train_step=jax.jit(step), batches=batches,
-                     shard=lambda b: {'real': jnp.asarray(b['real'])},
-                     finite_keys=('d_loss', 'g_loss'), batch_size=4, names_key='position')
+    return loop.Task(
+        specs=specs,
+        models={'generator': g, 'discriminator': d},
+        train_step=jax.jit(step),
+        batches=batches,
+        shard=lambda b: {'real': jnp.asarray(b['real'])},
+        finite_keys=('d_loss', 'g_loss'),
+        batch_size=4,
+        names_key='position',
+    )
 
 
 def _restored(workdir):
@@ -111,13 +129,18 @@ def test_adversarial_toy_resumes_to_the_same_losses_and_spectral_norm_state(tmp_
             np.testing.assert_allclose(a[k], b[k], rtol=1e-5, err_msg=k)
     # The spectral-norm vector lives in batch_stats, was restored and moved on after resume.
     u = jax.tree.leaves(stopped.nets['discriminator'].batch_stats)
-    assert u and not all(np.allclose(x, y) for x, y in zip(
-        u, jax.tree.leaves(_restored(cut).nets['discriminator'].batch_stats), strict=True))
+    assert u and not all(
+        np.allclose(x, y)
+        for x, y in zip(
+            u, jax.tree.leaves(_restored(cut).nets['discriminator'].batch_stats), strict=True
+        )
+    )
     end_a, end_b = _restored(str(tmp_path / 'full')), _restored(cut)
     for a, b in zip(jax.tree.leaves(end_a), jax.tree.leaves(end_b), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5)
     g = end_b.nets['generator']
     assert g.ema is not None and not all(  # The EMA trails the params.
-        np.allclose(a, b) for a, b in zip(jax.tree.leaves(g.ema), jax.tree.leaves(g.params),
-                                          strict=True))
+        np.allclose(a, b)
+        for a, b in zip(jax.tree.leaves(g.ema), jax.tree.leaves(g.params), strict=True)
+    )
     assert end_b.nets['discriminator'].ema is None

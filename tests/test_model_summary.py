@@ -15,9 +15,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run_summary(config_arg: str, *extra: str) -> str:
     env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': ''}
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, 'tools', 'model_summary.py'),
-         f'--config={config_arg}', *extra],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            os.path.join(ROOT, 'tools', 'model_summary.py'),
+            f'--config={config_arg}',
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 

@@ -59,17 +59,23 @@ def test_different_seed_differs(runs):
     dirs, _ = runs
     txt = 'wider_face_split/wider_face_train_bbx_gt.txt'
     assert (dirs['a'] / txt).read_bytes() != (dirs['c'] / txt).read_bytes()
-    assert (dirs['a'] / 'landmarks/val.jsonl').read_bytes() != \
-        (dirs['c'] / 'landmarks/val.jsonl').read_bytes()
+    assert (dirs['a'] / 'landmarks/val.jsonl').read_bytes() != (
+        dirs['c'] / 'landmarks/val.jsonl'
+    ).read_bytes()
 
 
 def test_layout_is_exactly_the_official_one(root):
     expected = {
         'wider_face_split/wider_face_train_bbx_gt.txt',
         'wider_face_split/wider_face_val_bbx_gt.txt',
-        'landmarks/train.jsonl', 'landmarks/val.jsonl', 'synthetic_info.json',
-        *(f'eval_tools/ground_truth/{n}_val.mat' for n in
-          ('wider_face', 'wider_easy', 'wider_medium', 'wider_hard'))}
+        'landmarks/train.jsonl',
+        'landmarks/val.jsonl',
+        'synthetic_info.json',
+        *(
+            f'eval_tools/ground_truth/{n}_val.mat'
+            for n in ('wider_face', 'wider_easy', 'wider_medium', 'wider_hard')
+        ),
+    }
     for split, n in (('train', N_TRAIN), ('val', N_VAL)):
         anns = _annotations(root, split)
         assert len(anns) == n
@@ -114,9 +120,12 @@ def test_mat_files_official_structure_and_keep_lists(root):
     for setting in ('easy', 'medium', 'hard'):
         m = scipy.io.loadmat(gt_dir / f'wider_{setting}_val.mat')
         assert 'gt_list' in m and 'face_bbx_list' in m
-        sets[setting] = {(str(m['file_list'][i][0][j][0][0]), int(k) - 1)  # 1-based on disk.
-                         for i in range(len(events)) for j in range(len(m['gt_list'][i][0]))
-                         for k in np.asarray(m['gt_list'][i][0][j][0]).reshape(-1)}
+        sets[setting] = {
+            (str(m['file_list'][i][0][j][0][0]), int(k) - 1)  # 1-based on disk.
+            for i in range(len(events))
+            for j in range(len(m['gt_list'][i][0]))
+            for k in np.asarray(m['gt_list'][i][0][j][0]).reshape(-1)
+        }
     assert sets['easy'] <= sets['medium'] <= sets['hard']
     assert sets['easy'] and sets['hard'] - sets['medium']
     invalid = wider.ATTRIBUTE_NAMES.index('invalid')
@@ -125,15 +134,24 @@ def test_mat_files_official_structure_and_keep_lists(root):
         assert by_stem[stem].boxes[k, 3] >= 10
     gt = wider_mat.read_ground_truth(gt_dir)
     for image in gt.images:
-        expected = synthetic.difficulty_keep(by_stem[image.stem].boxes,
-                                             by_stem[image.stem].attributes)
+        expected = synthetic.difficulty_keep(
+            by_stem[image.stem].boxes, by_stem[image.stem].attributes
+        )
         for setting in wider.SETTINGS:
             np.testing.assert_array_equal(image.keep[setting], expected[setting])
 
 
 def test_difficulty_rule():
-    boxes = np.array([[0, 0, 40, 60], [0, 0, 20, 40], [0, 0, 8, 12], [0, 0, 40, 60],
-                      [0, 0, 5, 8], [0, 0, 40, 60]])
+    boxes = np.array(
+        [
+            [0, 0, 40, 60],
+            [0, 0, 20, 40],
+            [0, 0, 8, 12],
+            [0, 0, 40, 60],
+            [0, 0, 5, 8],
+            [0, 0, 40, 60],
+        ]
+    )
     attrs = np.zeros((6, 6), np.int32)
     attrs[3, 0] = 1  # blur 1: medium, not easy
     attrs[5, 3] = 1  # invalid: never kept
@@ -148,8 +166,9 @@ def test_sidecar_consistent_with_txt_and_image(root, split):
     anns, records = _annotations(root, split), _sidecar(root, split)
     assert [a.name for a in anns] == [r['image'] for r in records]
     names = dict(zip(wider.ATTRIBUTE_NAMES, range(6), strict=True))
-    first, last = synthetic_scene.Config(**{k: v for k, v in KW.items() if k != 'progress'}
-                                   ).identity_pool(split)
+    first, last = synthetic_scene.Config(
+        **{k: v for k, v in KW.items() if k != 'progress'}
+    ).identity_pool(split)
     for ann, rec in zip(anns, records, strict=True):
         w, h = rec['width'], rec['height']
         assert len(rec['faces']) == len(ann.boxes)
@@ -202,12 +221,12 @@ def test_face_pixels_differ_from_background():
     x, y, w, h = big['box']
     assert w >= 20
     diff = np.abs(img.astype(int) - empty.astype(int))
-    assert diff[y:y + h, x:x + w].mean() > 15
+    assert diff[y : y + h, x : x + w].mean() > 15
     # Away from every person (boxes grown to cover hair and bodies) only the noise differs.
     mask = np.ones(img.shape[:2], bool)
     for f in faces:
         fx, fy, fw, fh = f['box']
-        mask[max(0, fy - 2 * fh):, max(0, fx - 2 * fw):fx + 3 * fw] = False
+        mask[max(0, fy - 2 * fh) :, max(0, fx - 2 * fw) : fx + 3 * fw] = False
     assert mask.any() and diff[mask].mean() < 10
 
 

@@ -23,8 +23,15 @@ def make_wider(root, n_train=5, n_val=3, seed=0):
             name = f'{i % 2}--Event/{split}_{i}.jpg'
             image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
             k = 0 if i == 1 else int(rng.integers(1, 5))
-            boxes = np.stack([rng.integers(0, w - 30, k), rng.integers(0, h - 30, k),
-                              rng.integers(4, 30, k), rng.integers(4, 30, k)], -1)
+            boxes = np.stack(
+                [
+                    rng.integers(0, w - 30, k),
+                    rng.integers(0, h - 30, k),
+                    rng.integers(4, 30, k),
+                    rng.integers(4, 30, k),
+                ],
+                -1,
+            )
             attrs = rng.integers(0, 3, (k, 6))
             if i == 0:  # A box past the right edge and a zero-width row: clipped / dropped.
                 boxes = np.concatenate([boxes, [[w - 10, 5, 25, 20], [3, 3, 0, 8]]])
@@ -145,7 +152,7 @@ def test_jpeg_size_reads_the_header(tmp_path):
         tfds_wider.jpeg_size(buf.tobytes(), 'x.png')
     ok, buf = cv2.imencode('.jpg', rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
     with pytest.raises(ValueError, match='t.jpg: corrupt or truncated'):
-        tfds_wider.jpeg_size(buf.tobytes()[:len(buf) // 2], 't.jpg')
+        tfds_wider.jpeg_size(buf.tobytes()[: len(buf) // 2], 't.jpg')
 
 
 def test_default_data_dir_is_a_user_cache_not_beside_the_dataset(folder, monkeypatch, tmp_path):
@@ -157,8 +164,9 @@ def test_default_data_dir_is_a_user_cache_not_beside_the_dataset(folder, monkeyp
     for xdg in ('', 'relative/cache'):  # Unset or not absolute (XDG spec): ~/.cache.
         monkeypatch.setenv('XDG_CACHE_HOME', xdg)
         monkeypatch.setenv('HOME', str(tmp_path / 'home'))
-        assert tfds_wider.default_data_dir() == str(tmp_path / 'home' / '.cache' /
-                                                    'safefakes_jax' / 'tfds')
+        assert tfds_wider.default_data_dir() == str(
+            tmp_path / 'home' / '.cache' / 'safefakes_jax' / 'tfds'
+        )
     default = os.path.realpath(os.fspath(tfds_wider.builder(root).data_dir_root))
     assert os.path.commonpath([default, parent]) != parent  # Not beside the dataset.
     monkeypatch.setenv('SAFEFAKES_TFDS_DIR', str(tmp_path / 'somewhere'))
@@ -188,11 +196,11 @@ def test_prepare_logs_the_location_and_warns_about_an_old_cache(tmp_path, monkey
 def test_annotation_naming_a_file_outside_is_refused_before_preparing(tmp_path):
     root = str(tmp_path / 'wider')
     anns = make_wider(root, n_train=3, n_val=0)
-    cv2.imwrite(str(tmp_path / 'wider' / 'WIDER_train' / 'outside.jpg'),
-                np.zeros((40, 40, 3), np.uint8))
+    cv2.imwrite(
+        str(tmp_path / 'wider' / 'WIDER_train' / 'outside.jpg'), np.zeros((40, 40, 3), np.uint8)
+    )
     txt, _ = wider.split_paths(root, 'train')
-    escaped = [anns['train'][0], wider.ImageAnnotation('../outside.jpg', [[1, 1, 9, 9]],
-                                                       [[0] * 6])]
+    escaped = [anns['train'][0], wider.ImageAnnotation('../outside.jpg', [[1, 1, 9, 9]], [[0] * 6])]
     wider.write_bbx_gt(txt, escaped)
     line = wider.format_bbx_gt(escaped[:1]).count('\n') + 1
     data_dir = tmp_path / 'data_dir'
@@ -214,8 +222,10 @@ def test_image_symlinked_out_of_the_folder_is_refused_before_preparing(tmp_path)
     os.symlink(secret, image)
     line = wider.format_bbx_gt(anns['train'][:2]).count('\n') + 1
     data_dir = tmp_path / 'data_dir'
-    with pytest.raises(root_paths.PathEscapeError,
-                       match=rf'bbx_gt.txt:{line}: .{anns["train"][2].name}. resolves to '
-                             r'.*secret.jpg, outside'):
+    with pytest.raises(
+        root_paths.PathEscapeError,
+        match=rf'bbx_gt.txt:{line}: .{anns["train"][2].name}. resolves to '
+        r'.*secret.jpg, outside',
+    ):
         tfds_wider.prepare(root, str(data_dir))
     assert not data_dir.exists()  # Refused before TFDS created anything.

@@ -65,8 +65,11 @@ def test_smoke_configs_are_small_and_paper_configs_match_the_paper():
     for name in ('original',) + CONVENTIONAL + dsfd_base.GANS:
         mod = __import__(f'configs.dsfd_{name}', fromlist=['get_config'])
         full, smoke = mod.get_config(), mod.get_config('smoke')
-        assert (full.data.batch_size, full.optim.detector.lr, full.train.steps) == (4, 2.5e-4,
-                                                                          60_000)
+        assert (full.data.batch_size, full.optim.detector.lr, full.train.steps) == (
+            4,
+            2.5e-4,
+            60_000,
+        )
         assert full.model.width == 1.0 and smoke.model.width <= 0.25
         assert smoke.data.image_size <= 320 and 'synthetic' in smoke.data.train_root
         assert full.dataset == name
@@ -93,16 +96,18 @@ def test_two_step_smoke_run(roots, original_run, tmp_path, dataset):
     saved = json.load(open(tmp_path / 'results.json'))
     assert set(saved) >= {'easy', 'medium', 'hard', 'steps', 'training_dataset', 'anonymizer'}
     assert all(0.0 <= saved[k] <= 1.0 for k in ('easy', 'medium', 'hard'))
-    assert saved['training_dataset'].endswith('synthetic_wider' if dataset == 'original'
-                                              else f'synthetic_wider_{dataset}')
+    assert saved['training_dataset'].endswith(
+        'synthetic_wider' if dataset == 'original' else f'synthetic_wider_{dataset}'
+    )
     # Provenance: the anonymized set's config hash and method parameters reach results.json.
     if dataset == 'original':
         assert saved['anonymization'] is None
     else:
-        made = json.load(open(os.path.join(saved['training_dataset'],
-                                           'anonymization_config.json')))
-        assert saved['anonymization'] == {'config_hash': made['config_hash'],
-                                          'settings': made['settings']}
+        made = json.load(open(os.path.join(saved['training_dataset'], 'anonymization_config.json')))
+        assert saved['anonymization'] == {
+            'config_hash': made['config_hash'],
+            'settings': made['settings'],
+        }
         assert saved['anonymization']['settings']['anonymizer']['name'] == dataset
     assert (tmp_path / 'config.json').exists() and (tmp_path / 'predictions').is_dir()
     assert any(f.startswith('events.out') for f in os.listdir(tmp_path))
@@ -114,8 +119,9 @@ def test_training_set_without_or_with_other_provenance_is_refused(roots, tmp_pat
     blur = f'{roots}_blur'
     config = _config('blackout', roots)
     config.data.train_root = blur  # A 25x25 blur set labelled as black-out.
-    with pytest.raises(ValueError, match="anonymized with 'blur', but config.dataset is "
-                                         "'blackout'"):
+    with pytest.raises(
+        ValueError, match="anonymized with 'blur', but config.dataset is 'blackout'"
+    ):
         detector_trainer.train_and_evaluate(config, str(tmp_path / 'a'))
     bare = tmp_path / 'bare'
     shutil.copytree(blur, bare)
@@ -148,8 +154,10 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(roots, original_ru
 @pytest.mark.parametrize('dataset', dsfd_base.GANS)
 def test_gan_configs_stop_before_compiling(tmp_path, dataset):
     mod = __import__(f'configs.dsfd_{dataset}', fromlist=['get_config'])
-    with pytest.raises(detector_trainer.AnonymizerUnavailableError,
-                       match=f'{dataset} anonymizer does not exist yet'):
+    with pytest.raises(
+        detector_trainer.AnonymizerUnavailableError,
+        match=f'{dataset} anonymizer does not exist yet',
+    ):
         detector_trainer.train_and_evaluate(mod.get_config('smoke'), str(tmp_path))
     assert not os.path.exists(tmp_path / 'checkpoints')
 
@@ -161,8 +169,10 @@ def test_missing_anonymized_folder_names_it_and_the_command(roots, tmp_path):
         detector_trainer.train_and_evaluate(config, str(tmp_path / 'run'))
     msg = str(err.value)
     assert 'nowhere_blur' in msg
-    assert (f'python launch/anonymize.py --config=configs/anonymize/blur.py:smoke '
-            f'--config.src={roots} --config.dst={config.data.train_root}') in msg
+    assert (
+        f'python launch/anonymize.py --config=configs/anonymize/blur.py:smoke '
+        f'--config.src={roots} --config.dst={config.data.train_root}'
+    ) in msg
 
 
 def test_missing_val_folder_is_named(roots, tmp_path):
@@ -175,18 +185,32 @@ def test_missing_val_folder_is_named(roots, tmp_path):
 def test_non_finite_loss_names_the_step_and_images():
     from safefakes_jax.train import loop
 
-    window = [(7, {'loss': np.float32(1.0)}, np.array([b'a/x.jpg'])),
-              (8, {'loss': np.float32(np.nan)}, np.array([b'0--Parade/p_1.jpg', b'b/y.jpg']))]
-    with pytest.raises(FloatingPointError, match=r'loss \(nan\) at step 8.*0--Parade/p_1.jpg, '
-                                                 r'b/y.jpg'):
+    window = [
+        (7, {'loss': np.float32(1.0)}, np.array([b'a/x.jpg'])),
+        (8, {'loss': np.float32(np.nan)}, np.array([b'0--Parade/p_1.jpg', b'b/y.jpg'])),
+    ]
+    with pytest.raises(
+        FloatingPointError,
+        match=r'loss \(nan\) at step 8.*0--Parade/p_1.jpg, '
+        r'b/y.jpg',
+    ):
         loop._fetch_window(window, ('loss',))
 
 
 def test_launch_script_reports_the_missing_anonymizer(tmp_path):
     proc = subprocess.run(
-        [sys.executable, 'launch/train.py', '--config=configs/dsfd_ciagan.py:smoke',
-         f'--workdir={tmp_path}'], cwd=REPO, capture_output=True, text=True, timeout=120,
-        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+        [
+            sys.executable,
+            'launch/train.py',
+            '--config=configs/dsfd_ciagan.py:smoke',
+            f'--workdir={tmp_path}',
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, JAX_PLATFORMS='cpu'),
+    )
     assert proc.returncode == 2
     assert 'ciagan anonymizer does not exist yet' in proc.stderr
 
@@ -203,17 +227,20 @@ def test_init_from_converted_checkpoint_replaces_the_params_it_holds(tmp_path):
     other = jax.device_get(model.init(jax.random.key(1), images)['params'])
     mesh = sharding.make_mesh(1)
     torch_import.save_converted(tmp_path / 'full', other, {'format': 'dsfd_vgg'})
-    torch_import.save_converted(tmp_path / 'vgg', {'vgg': other['vgg']},
-                                {'format': 'vgg16_reducedfc'})
+    torch_import.save_converted(
+        tmp_path / 'vgg', {'vgg': other['vgg']}, {'format': 'vgg16_reducedfc'}
+    )
 
     full = detector_trainer.load_init_params(str(tmp_path / 'full'), fresh, mesh)
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(other), strict=True):
         np.testing.assert_array_equal(np.asarray(a), b)
     backbone = detector_trainer.load_init_params(str(tmp_path / 'vgg'), fresh, mesh)
-    np.testing.assert_array_equal(np.asarray(backbone['vgg']['conv1_1']['kernel']),
-                                  other['vgg']['conv1_1']['kernel'])
-    np.testing.assert_array_equal(np.asarray(backbone['loc_pal2_0']['kernel']),
-                                  np.asarray(fresh['loc_pal2_0']['kernel']))
+    np.testing.assert_array_equal(
+        np.asarray(backbone['vgg']['conv1_1']['kernel']), other['vgg']['conv1_1']['kernel']
+    )
+    np.testing.assert_array_equal(
+        np.asarray(backbone['loc_pal2_0']['kernel']), np.asarray(fresh['loc_pal2_0']['kernel'])
+    )
 
     wide = dsfd.DSFD(width=0.125).init(jax.random.key(0), images)['params']
     with pytest.raises(ValueError, match='init_from=.*full'):
@@ -226,13 +253,25 @@ def test_evaluate_script_reproduces_the_runs_final_evaluation(roots, original_ru
     workdir, results = original_run
     out = tmp_path / 'eval'
     proc = subprocess.run(
-        [sys.executable, 'launch/evaluate.py', '--config=configs/dsfd_original.py:smoke',
-         f'--workdir={workdir}', '--procedure=single', f'--out={out}',
-         f'--config.data.val_root={roots}', '--config.model.width=0.0625',
-         '--config.data.image_size=64', '--config.evals.final.image_size=64',
-         '--config.data.max_boxes=16'],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+        [
+            sys.executable,
+            'launch/evaluate.py',
+            '--config=configs/dsfd_original.py:smoke',
+            f'--workdir={workdir}',
+            '--procedure=single',
+            f'--out={out}',
+            f'--config.data.val_root={roots}',
+            '--config.model.width=0.0625',
+            '--config.data.image_size=64',
+            '--config.evals.final.image_size=64',
+            '--config.data.max_boxes=16',
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, JAX_PLATFORMS='cpu'),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = json.load(open(out / 'results.json'))
     assert saved['params'].endswith('step 2') and saved['test_procedure'] == 'single'
@@ -242,19 +281,31 @@ def test_evaluate_script_reproduces_the_runs_final_evaluation(roots, original_ru
     for k in ('easy', 'medium', 'hard'):
         assert saved[k] == pytest.approx(results[k], abs=1e-9)
     ours = sorted(p.relative_to(out / 'predictions') for p in (out / 'predictions').rglob('*.txt'))
-    theirs = sorted(p.relative_to(workdir / 'predictions')
-                    for p in (workdir / 'predictions').rglob('*.txt'))
+    theirs = sorted(
+        p.relative_to(workdir / 'predictions') for p in (workdir / 'predictions').rglob('*.txt')
+    )
     assert ours == theirs and len(ours) == 3
     for rel in ours:
-        assert (out / 'predictions' / rel).read_text() == \
-            (workdir / 'predictions' / rel).read_text()
+        assert (out / 'predictions' / rel).read_text() == (
+            workdir / 'predictions' / rel
+        ).read_text()
 
 
 def test_evaluate_script_rejects_a_missing_checkpoint(roots, tmp_path):
     proc = subprocess.run(
-        [sys.executable, 'launch/evaluate.py', '--config=configs/dsfd_original.py:smoke',
-         f'--workdir={tmp_path}', f'--config.data.val_root={roots}'], cwd=REPO,
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+        [
+            sys.executable,
+            'launch/evaluate.py',
+            '--config=configs/dsfd_original.py:smoke',
+            f'--workdir={tmp_path}',
+            f'--config.data.val_root={roots}',
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, JAX_PLATFORMS='cpu'),
+    )
     assert proc.returncode == 2 and 'no checkpoint' in proc.stderr
     assert os.listdir(tmp_path) == []  # Orbax's manager did not create checkpoints/.
 
@@ -265,8 +316,9 @@ def _copy_run(original_run, tmp_path) -> str:
     return workdir
 
 
-def test_workdir_of_another_config_is_refused_before_anything_is_written(roots, original_run,
-                                                                         tmp_path):
+def test_workdir_of_another_config_is_refused_before_anything_is_written(
+    roots, original_run, tmp_path
+):
     workdir = _copy_run(original_run, tmp_path)
     before = read_tree(workdir)
     config = _config('original', roots)
@@ -282,8 +334,10 @@ def test_workdir_of_another_config_is_refused_before_anything_is_written(roots, 
     # Checkpoints without a config.json cannot be checked: refused as well.
     os.remove(os.path.join(workdir, 'config.json'))
     before = read_tree(workdir)
-    with pytest.raises(checkpoints.WorkdirConfigError,
-                       match=r'checkpoints \(newest step 2\) and results.json but no config.json'):
+    with pytest.raises(
+        checkpoints.WorkdirConfigError,
+        match=r'checkpoints \(newest step 2\) and results.json but no config.json',
+    ):
         detector_trainer.train_and_evaluate(_config('original', roots), workdir)
     assert read_tree(workdir) == before
 
@@ -300,16 +354,17 @@ def test_check_workdir_same_config_safe_keys_and_the_switch(roots, original_run,
     safe.data.tfds_dir = str(tmp_path / 'elsewhere')
     entry = checkpoints.check_workdir(workdir, safe)  # Operational keys: accepted, recorded.
     assert entry['forced'] is False and entry['step'] == 2
-    assert entry['changes'] == {'data.tfds_dir': {'old': '', 'new': str(tmp_path / 'elsewhere')},
-                                'train.log_every': {'old': 1, 'new': 5}}
+    assert entry['changes'] == {
+        'data.tfds_dir': {'old': '', 'new': str(tmp_path / 'elsewhere')},
+        'train.log_every': {'old': 1, 'new': 5},
+    }
     (tmp_path / 'results_only').mkdir()
     (tmp_path / 'results_only' / 'results.json').write_text('{}')
     with pytest.raises(checkpoints.WorkdirConfigError, match='results.json but no config.json'):
         checkpoints.check_workdir(str(tmp_path / 'results_only'), _config('original', roots))
 
 
-def test_resume_with_changed_config_continues_and_records_the_change(roots, original_run,
-                                                                    tmp_path):
+def test_resume_with_changed_config_continues_and_records_the_change(roots, original_run, tmp_path):
     workdir = _copy_run(original_run, tmp_path)
     config = _config('original', roots)
     config.optim.detector.lr = 2e-3
@@ -321,8 +376,7 @@ def test_resume_with_changed_config_continues_and_records_the_change(roots, orig
     assert changes[0]['changes'] == {'optim.detector.lr': {'old': 1e-3, 'new': 2e-3}}
     saved = json.load(open(os.path.join(workdir, 'results.json')))
     assert saved['config_changes'] == [{'step': 2, 'keys': ['optim.detector.lr']}]
-    assert json.load(open(os.path.join(workdir, 'config.json')))['optim']['detector'][
-        'lr'] == 2e-3
+    assert json.load(open(os.path.join(workdir, 'config.json')))['optim']['detector']['lr'] == 2e-3
 
 
 def test_launch_train_refuses_another_configs_workdir_with_exit_2(roots, tmp_path):
@@ -333,11 +387,21 @@ def test_launch_train_refuses_another_configs_workdir_with_exit_2(roots, tmp_pat
     checkpoints.write_config(workdir, other)
     before = read_tree(workdir)
     proc = subprocess.run(
-        [sys.executable, 'launch/train.py', '--config=configs/dsfd_original.py:smoke',
-         f'--workdir={workdir}', f'--config.data.original_train_root={roots}',
-         f'--config.data.train_root={roots}', f'--config.data.val_root={roots}'],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+        [
+            sys.executable,
+            'launch/train.py',
+            '--config=configs/dsfd_original.py:smoke',
+            f'--workdir={workdir}',
+            f'--config.data.original_train_root={roots}',
+            f'--config.data.train_root={roots}',
+            f'--config.data.val_root={roots}',
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, JAX_PLATFORMS='cpu'),
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
     assert len(errors) == 1 and 'seed: 3 -> 0' in errors[0], proc.stderr[-3000:]
@@ -345,22 +409,41 @@ def test_launch_train_refuses_another_configs_workdir_with_exit_2(roots, tmp_pat
     assert read_tree(workdir) == before
 
 
-def test_evaluate_script_refuses_a_missing_workdir_or_another_model(roots, original_run,
-                                                                    tmp_path):
+def test_evaluate_script_refuses_a_missing_workdir_or_another_model(roots, original_run, tmp_path):
     env = dict(os.environ, JAX_PLATFORMS='cpu')
     missing = tmp_path / 'nowhere'
     proc = subprocess.run(
-        [sys.executable, 'launch/evaluate.py', '--config=configs/dsfd_original.py:smoke',
-         f'--workdir={missing}'], cwd=REPO, capture_output=True, text=True, timeout=300,
-        env=env)
+        [
+            sys.executable,
+            'launch/evaluate.py',
+            '--config=configs/dsfd_original.py:smoke',
+            f'--workdir={missing}',
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 2 and f'--workdir {missing} does not exist' in proc.stderr
     assert not missing.exists()
     workdir = original_run[0]
     before = sorted(os.listdir(workdir))
     proc = subprocess.run(
-        [sys.executable, 'launch/evaluate.py', '--config=configs/dsfd_original.py:smoke',
-         f'--workdir={workdir}', f'--config.data.val_root={roots}', '--procedure=single'],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+        [
+            sys.executable,
+            'launch/evaluate.py',
+            '--config=configs/dsfd_original.py:smoke',
+            f'--workdir={workdir}',
+            f'--config.data.val_root={roots}',
+            '--procedure=single',
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
     assert len(errors) == 1 and 'model.width: 0.0625 -> 0.125' in errors[0], proc.stderr
@@ -385,11 +468,11 @@ def test_multiscale_evaluation_covers_every_val_image(roots):
     model = dsfd.DSFD(width=0.0625)
     shapes = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
     rng = np.random.default_rng(0)
-    params = jax.tree.map(lambda s: rng.normal(0, 0.05, s.shape).astype(np.float32),
-                          shapes['params'])
+    params = jax.tree.map(
+        lambda s: rng.normal(0, 0.05, s.shape).astype(np.float32), shapes['params']
+    )
     # Capped at 128 px: the 128-px images would be run up to 10x.
-    preds = detector_eval.predict_multiscale(model, params, roots, aspect_ratio=1.0,
-                                             max_side=128)
+    preds = detector_eval.predict_multiscale(model, params, roots, aspect_ratio=1.0, max_side=128)
     gt = wider_mat.read_ground_truth(wider_mat.ground_truth_dir(roots))
     assert set(preds) == {(im.event, im.stem) for im in gt.images}
     assert all(p.shape[1] == 5 and np.isfinite(p).all() for p in preds.values())
@@ -424,21 +507,28 @@ def test_wider_ap_evaluator_builds_its_val_pipeline_once(roots, monkeypatch):
 
     built = []
     real = detection_pipeline.make_eval_dataset
-    monkeypatch.setattr(detection_pipeline, 'make_eval_dataset',
-                        lambda *a, **k: built.append(a) or real(*a, **k))
+    monkeypatch.setattr(
+        detection_pipeline, 'make_eval_dataset', lambda *a, **k: built.append(a) or real(*a, **k)
+    )
     config = _config('original', roots)
     model = dsfd.DSFD(width=0.0625)
     shapes = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
     rng = np.random.default_rng(0)
-    params = jax.tree.map(lambda s: rng.normal(0, 0.05, s.shape).astype(np.float32),
-                          shapes['params'])
+    params = jax.tree.map(
+        lambda s: rng.normal(0, 0.05, s.shape).astype(np.float32), shapes['params']
+    )
     state = types.SimpleNamespace(nets={'detector': types.SimpleNamespace(eval_params=params)})
-    (ev,) = evaluators.build({'val': config.evals.val}, evaluators.Context(
-        config, {'detector': model}, sharding.make_mesh(8))).values()
+    (ev,) = evaluators.build(
+        {'val': config.evals.val},
+        evaluators.Context(config, {'detector': model}, sharding.make_mesh(8)),
+    ).values()
     first, second = ev.run(state, 1), ev.run(state, 2)
     assert len(built) == 1  # Built with the evaluator, iterated by both evaluations.
-    assert first.scalars == second.scalars and set(first.scalars) == {'ap_easy', 'ap_medium',
-                                                                      'ap_hard'}
+    assert first.scalars == second.scalars and set(first.scalars) == {
+        'ap_easy',
+        'ap_medium',
+        'ap_hard',
+    }
     assert first.images['detections'].ndim == 3 and first.results['test_procedure'] == 'single'
     with pytest.raises(ValueError, match="unknown evaluator type 'fid2'"):
         evaluators.build({'x': {'type': 'fid2'}}, evaluators.Context(config, {}, None))

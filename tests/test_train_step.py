@@ -36,8 +36,13 @@ def _batch(step: int) -> dict:
     return {'image': image, 'boxes': boxes, 'box_mask': mask}
 
 
-SGD = {'name': 'sgd', 'lr': 2.5e-4, 'momentum': 0.9, 'weight_decay': 5e-4,
-       'decay_fractions': optim.DECAY_FRACTIONS}
+SGD = {
+    'name': 'sgd',
+    'lr': 2.5e-4,
+    'momentum': 0.9,
+    'weight_decay': 5e-4,
+    'decay_fractions': optim.DECAY_FRACTIONS,
+}
 
 
 def _setup(dtype=jnp.float32):
@@ -88,8 +93,9 @@ def test_same_losses_on_1_and_8_devices(one_device, initial_state):
 def test_metrics_and_loss_terms(one_device):
     m = one_device[0]
     assert set(m) == {'loc1', 'conf1', 'loc2', 'conf2', 'loss', 'lr', 'grad_norm'}
-    np.testing.assert_allclose(m['loss'], m['loc1'] + m['conf1'] + m['loc2'] + m['conf2'],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        m['loss'], m['loc1'] + m['conf1'] + m['loc2'] + m['conf2'], rtol=1e-6
+    )
     assert all(np.isfinite(v) for v in m.values())
     assert one_device[-1]['loss'] != m['loss']  # Parameters moved.
 
@@ -168,8 +174,9 @@ def test_optimizer_from_config_follows_the_smoke_config():
     p = {'w': jnp.zeros(2)}
     g = {'w': jnp.array([3e8, -4e8])}  # Like the first gradients of the un-normalised VGG.
     u, _ = tx.update(g, tx.init(p), p)  # Adam's first step: lr(0) * sign(g).
-    np.testing.assert_allclose(u['w'], [-cfg.lr / cfg.warmup_steps, cfg.lr / cfg.warmup_steps],
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        u['w'], [-cfg.lr / cfg.warmup_steps, cfg.lr / cfg.warmup_steps], rtol=1e-4
+    )
     paper = dsfd_original.get_config()
     schedule, tx = optim.build(paper.optim.detector, paper.train.steps)
     assert float(schedule(0)) == pytest.approx(2.5e-4)

@@ -9,22 +9,37 @@ import scipy.io
 from safefakes_jax.data import wider, wider_mat
 
 # Rows end in a space, as in the official files.
-TXT = ''.join(line + '\n' for line in [
-    '0--Parade/0_Parade_marchingband_1_465.jpg', '2',
-    '345 211 4 4 2 0 0 0 2 0 ', '331 126 3 3 0 0 0 1 0 0 ',
-    '0--Parade/0_Parade_Parade_0_275.jpg', '0', '0 0 0 0 0 0 0 0 0 0 ',
-    '1--Handshaking/1_Handshaking_Handshaking_1_94.jpg', '1', '10 20 30 40 1 1 1 0 1 1 ',
-])
+TXT = ''.join(
+    line + '\n'
+    for line in [
+        '0--Parade/0_Parade_marchingband_1_465.jpg',
+        '2',
+        '345 211 4 4 2 0 0 0 2 0 ',
+        '331 126 3 3 0 0 0 1 0 0 ',
+        '0--Parade/0_Parade_Parade_0_275.jpg',
+        '0',
+        '0 0 0 0 0 0 0 0 0 0 ',
+        '1--Handshaking/1_Handshaking_Handshaking_1_94.jpg',
+        '1',
+        '10 20 30 40 1 1 1 0 1 1 ',
+    ]
+)
 
 
 def _anns():
     return [
-        wider.ImageAnnotation('0--Parade/a_1.jpg', [[1, 2, 30, 40], [5, 6, 7, 8]],
-                              [[0, 0, 0, 0, 0, 0], [2, 1, 1, 1, 2, 1]]),
+        wider.ImageAnnotation(
+            '0--Parade/a_1.jpg',
+            [[1, 2, 30, 40], [5, 6, 7, 8]],
+            [[0, 0, 0, 0, 0, 0], [2, 1, 1, 1, 2, 1]],
+        ),
         wider.ImageAnnotation('0--Parade/a_2.jpg', np.zeros((0, 4)), np.zeros((0, 6))),
         wider.ImageAnnotation('10--People_Marching/b_1.jpg', [[0, 0, 1, 1]], [[1, 0, 0, 0, 0, 0]]),
-        wider.ImageAnnotation('2--Demonstration/c_1.jpg', [[9, 9, 50, 60], [0, 0, 0, 0]],
-                              [[0, 0, 0, 0, 1, 0], [0, 0, 0, 1, 0, 0]]),
+        wider.ImageAnnotation(
+            '2--Demonstration/c_1.jpg',
+            [[9, 9, 50, 60], [0, 0, 0, 0]],
+            [[0, 0, 0, 0, 1, 0], [0, 0, 0, 1, 0, 0]],
+        ),
     ]
 
 
@@ -36,9 +51,11 @@ def _write(tmp_path, text, name='gt.txt'):
 
 def test_read_official_sample_with_zero_face_dummy(tmp_path):
     anns = wider.read_bbx_gt(_write(tmp_path, TXT))
-    assert [a.name for a in anns] == ['0--Parade/0_Parade_marchingband_1_465.jpg',
-                                      '0--Parade/0_Parade_Parade_0_275.jpg',
-                                      '1--Handshaking/1_Handshaking_Handshaking_1_94.jpg']
+    assert [a.name for a in anns] == [
+        '0--Parade/0_Parade_marchingband_1_465.jpg',
+        '0--Parade/0_Parade_Parade_0_275.jpg',
+        '1--Handshaking/1_Handshaking_Handshaking_1_94.jpg',
+    ]
     np.testing.assert_array_equal(anns[0].boxes, [[345, 211, 4, 4], [331, 126, 3, 3]])
     np.testing.assert_array_equal(anns[0].attributes[1], [0, 0, 0, 1, 0, 0])
     assert anns[1].boxes.shape == (0, 4)  # The dummy row is not a face.
@@ -71,21 +88,24 @@ def test_zero_face_without_dummy_row_is_accepted(tmp_path):
     assert [len(a.boxes) for a in anns] == [0, 1]
 
 
-@pytest.mark.parametrize('text, line, match', [
-    ('e--E/a.jpg\n2\n1 1 2 2 0 0 0 0 0 0\ne--E/b.jpg\n0\n', 4, 'count says 2 faces'),
-    ('e--E/a.jpg\n1\n1 1 2 2 0 0 0 0 0 0\n3 3 4 4 0 0 0 0 0 0\n', 4, 'more rows follow'),
-    ('e--E/a.jpg\n1\n1 1 x 2 0 0 0 0 0 0\n', 3, 'non-integer'),
-    ('e--E/a.jpg\ntwo\n', 2, 'non-integer'),
-    ('e--E/a.jpg\n1\n1 1 2 0 0 0 0 0 0\n', 3, 'expected 10 fields'),
-    ('e--E/a.jpg\n1\n1 1 -2 5 0 0 0 0 0 0\n', 3, 'negative box size'),
-    ('e--E/a.jpg\n-1\n', 2, 'negative face count'),
-    ('e--E/a.jpg\n', 1, 'missing face count'),
-    ('not an image\n1\n', 1, 'expected an image path'),
-    ('e--E/a.jpg\n1\n1 1 2147483648 2 0 0 0 0 0 0\n', 3, 'out of the int32 range'),
-    ('e--E/a.jpg\n0\ne--E/b.jpg\n0\ne--E/a.jpg\n0\n', 5, r'listed twice \(lines 1 and 5\)'),
-    ('e--E/a.jpg\n0\n../x.jpg\n0\n', 3, 'must be relative'),
-    ('/tmp/x.jpg\n0\n', 1, 'absolute path'),
-])
+@pytest.mark.parametrize(
+    'text, line, match',
+    [
+        ('e--E/a.jpg\n2\n1 1 2 2 0 0 0 0 0 0\ne--E/b.jpg\n0\n', 4, 'count says 2 faces'),
+        ('e--E/a.jpg\n1\n1 1 2 2 0 0 0 0 0 0\n3 3 4 4 0 0 0 0 0 0\n', 4, 'more rows follow'),
+        ('e--E/a.jpg\n1\n1 1 x 2 0 0 0 0 0 0\n', 3, 'non-integer'),
+        ('e--E/a.jpg\ntwo\n', 2, 'non-integer'),
+        ('e--E/a.jpg\n1\n1 1 2 0 0 0 0 0 0\n', 3, 'expected 10 fields'),
+        ('e--E/a.jpg\n1\n1 1 -2 5 0 0 0 0 0 0\n', 3, 'negative box size'),
+        ('e--E/a.jpg\n-1\n', 2, 'negative face count'),
+        ('e--E/a.jpg\n', 1, 'missing face count'),
+        ('not an image\n1\n', 1, 'expected an image path'),
+        ('e--E/a.jpg\n1\n1 1 2147483648 2 0 0 0 0 0 0\n', 3, 'out of the int32 range'),
+        ('e--E/a.jpg\n0\ne--E/b.jpg\n0\ne--E/a.jpg\n0\n', 5, r'listed twice \(lines 1 and 5\)'),
+        ('e--E/a.jpg\n0\n../x.jpg\n0\n', 3, 'must be relative'),
+        ('/tmp/x.jpg\n0\n', 1, 'absolute path'),
+    ],
+)
 def test_malformed_txt_names_file_and_line(tmp_path, text, line, match):
     path = _write(tmp_path, text)
     with pytest.raises(wider.FormatError, match=match) as err:
@@ -94,10 +114,13 @@ def test_malformed_txt_names_file_and_line(tmp_path, text, line, match):
     assert err.value.line == line
 
 
-@pytest.mark.parametrize('data, line, match', [
-    (b'\xef\xbb\xbfe--E/a.jpg\n0\n', 1, 'byte-order mark'),
-    (b'e--E/a.jpg\n0\ne--E/\xff.jpg\n0\n', 3, 'not valid UTF-8'),
-])
+@pytest.mark.parametrize(
+    'data, line, match',
+    [
+        (b'\xef\xbb\xbfe--E/a.jpg\n0\n', 1, 'byte-order mark'),
+        (b'e--E/a.jpg\n0\ne--E/\xff.jpg\n0\n', 3, 'not valid UTF-8'),
+    ],
+)
 def test_bom_and_non_utf8_files_name_file_and_line(tmp_path, data, line, match):
     path = tmp_path / 'gt.txt'
     path.write_bytes(data)
@@ -125,8 +148,9 @@ def test_names_resolving_outside_the_images_folder_are_refused(tmp_path):
 
 
 def test_negative_size_allowed_on_request(tmp_path):
-    anns = wider.read_bbx_gt(_write(tmp_path, 'e--E/a.jpg\n1\n1 1 -2 5 0 0 0 0 0 0\n'),
-                             allow_negative=True)
+    anns = wider.read_bbx_gt(
+        _write(tmp_path, 'e--E/a.jpg\n1\n1 1 -2 5 0 0 0 0 0 0\n'), allow_negative=True
+    )
     assert anns[0].boxes[0, 2] == -2
     assert anns[0].valid_boxes.shape == (0, 4)
 
@@ -135,8 +159,9 @@ def test_missing_images_strict_and_lenient(tmp_path):
     images = tmp_path / 'images'
     (images / 'e--E').mkdir(parents=True)
     (images / 'e--E' / 'a.jpg').write_bytes(b'x')
-    path = _write(tmp_path, 'e--E/a.jpg\n0\n0 0 0 0 0 0 0 0 0 0\ne--E/b.jpg\n1\n'
-                  '1 1 2 2 0 0 0 0 0 0\n')
+    path = _write(
+        tmp_path, 'e--E/a.jpg\n0\n0 0 0 0 0 0 0 0 0 0\ne--E/b.jpg\n1\n1 1 2 2 0 0 0 0 0 0\n'
+    )
     with pytest.raises(FileNotFoundError, match=r'gt.txt:4: image e--E/b.jpg not found'):
         wider.read_bbx_gt(path, images, strict=True)
     with pytest.warns(UserWarning, match='skipped 1 listed images'):
@@ -158,7 +183,10 @@ def test_mat_official_structure(tmp_path):
     m = scipy.io.loadmat(tmp_path / 'wider_face_val.mat')
     # Events in the official order: by event number.
     assert [str(m['event_list'][i][0][0]) for i in range(3)] == [
-        '0--Parade', '2--Demonstration', '10--People_Marching']
+        '0--Parade',
+        '2--Demonstration',
+        '10--People_Marching',
+    ]
     assert m['event_list'].shape == (3, 1)
     assert str(m['file_list'][0][0][1][0][0]) == 'a_2'
     assert m['file_list'][0][0].shape == (2, 1)
@@ -221,8 +249,7 @@ def test_missing_mat_is_named(tmp_path):
 
 def test_predictions_round_trip_exact(tmp_path):
     rng = np.random.default_rng(0)
-    preds = {('0--Parade', 'a_1'): rng.random((3, 5)) * 100,
-             ('2--Demo', 'c_1'): np.zeros((0, 5))}
+    preds = {('0--Parade', 'a_1'): rng.random((3, 5)) * 100, ('2--Demo', 'c_1'): np.zeros((0, 5))}
     wider.write_predictions(tmp_path, preds)
     lines = (tmp_path / '0--Parade' / 'a_1.txt').read_text().splitlines()
     assert lines[:2] == ['a_1', '3']
@@ -232,13 +259,16 @@ def test_predictions_round_trip_exact(tmp_path):
         np.testing.assert_array_equal(back[key], dets)  # Bit-exact.
 
 
-@pytest.mark.parametrize('text, line, match', [
-    ('a\n1\n1 2 3 4\n', 3, 'expected 5 fields'),
-    ('a\n1\n1 2 3 4 x\n', 3, 'non-numeric'),
-    ('a\n2\n1 2 3 4 0.5\n1 2 3 4 nan\n', 4, 'NaN or infinite'),
-    ('a\n1\n1 2 3 inf 0.5\n', 3, 'NaN or infinite'),
-    ('a\none\n', 2, 'detection count'),
-])
+@pytest.mark.parametrize(
+    'text, line, match',
+    [
+        ('a\n1\n1 2 3 4\n', 3, 'expected 5 fields'),
+        ('a\n1\n1 2 3 4 x\n', 3, 'non-numeric'),
+        ('a\n2\n1 2 3 4 0.5\n1 2 3 4 nan\n', 4, 'NaN or infinite'),
+        ('a\n1\n1 2 3 inf 0.5\n', 3, 'NaN or infinite'),
+        ('a\none\n', 2, 'detection count'),
+    ],
+)
 def test_malformed_prediction_names_file_and_line(tmp_path, text, line, match):
     path = _write(tmp_path, text, 'p.txt')
     with pytest.raises(wider.FormatError, match=match) as err:
@@ -255,8 +285,11 @@ def test_prediction_count_mismatch_warns_and_rows_win(tmp_path):
 
 
 def test_require_split_names_missing_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r'wider_face_train_bbx_gt.txt is missing.*'
-                       r'Create it with: make it'):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r'wider_face_train_bbx_gt.txt is missing.*'
+        r'Create it with: make it',
+    ):
         wider.require_split(tmp_path, 'train', 'make it')
     txt, images = wider.split_paths(tmp_path, 'val')
     os.makedirs(images)

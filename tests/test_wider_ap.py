@@ -14,16 +14,26 @@ def make_gt(images, keep=None):
     keep = keep or {s: [list(range(len(b))) for _, _, b in images] for s in wider.SETTINGS}
     return wider_mat.GroundTruth(
         sorted({e for e, _, _ in images}),
-        [wider_mat.GroundTruthImage(e, s, np.asarray(b, np.int32).reshape(-1, 4),
-                                {k: np.asarray(keep[k][i], np.int64) for k in wider.SETTINGS})
-         for i, (e, s, b) in enumerate(images)])
+        [
+            wider_mat.GroundTruthImage(
+                e,
+                s,
+                np.asarray(b, np.int32).reshape(-1, 4),
+                {k: np.asarray(keep[k][i], np.int64) for k in wider.SETTINGS},
+            )
+            for i, (e, s, b) in enumerate(images)
+        ],
+    )
 
 
 def write_gt(gt_dir, gt):
-    anns = [wider.ImageAnnotation(f'{im.event}/{im.stem}.jpg', im.boxes,
-                                  np.zeros((len(im.boxes), 6))) for im in gt.images]
-    wider_mat.write_ground_truth(gt_dir, anns, {s: [im.keep[s] for im in gt.images]
-                                            for s in wider.SETTINGS})
+    anns = [
+        wider.ImageAnnotation(f'{im.event}/{im.stem}.jpg', im.boxes, np.zeros((len(im.boxes), 6)))
+        for im in gt.images
+    ]
+    wider_mat.write_ground_truth(
+        gt_dir, anns, {s: [im.keep[s] for im in gt.images] for s in wider.SETTINGS}
+    )
 
 
 # --------------------------------------------------------------------- the MATLAB oracle
@@ -43,8 +53,9 @@ def matlab_oracle(preds, gt, iou_thresh=0.5, thresh_num=1000):
             min_score = min(min_score, p[:, 4].min())
     for p in pred_list:
         if len(p):
-            p[:, 4] = ((p[:, 4] - min_score) / (max_score - min_score)
-                       if max_score != min_score else 1.0)
+            p[:, 4] = (
+                (p[:, 4] - min_score) / (max_score - min_score) if max_score != min_score else 1.0
+            )
     aps = {}
     for setting in wider.SETTINGS:
         count_face = 0
@@ -87,7 +98,7 @@ def matlab_oracle(preds, gt, iou_thresh=0.5, thresh_num=1000):
                 r = [i for i in range(len(pred)) if pred[i, 4] >= thresh]
                 if r:
                     r = r[-1]
-                    org_pr[t - 1] += [np.sum(proposal_list[:r + 1] == 1), pred_recall[r]]
+                    org_pr[t - 1] += [np.sum(proposal_list[: r + 1] == 1), pred_recall[r]]
         with np.errstate(invalid='ignore', divide='ignore'):
             prec = org_pr[:, 1] / org_pr[:, 0]
         rec = org_pr[:, 1] / count_face
@@ -138,10 +149,16 @@ def random_case(seed, n_images=12):
 
 def test_duplicates_and_false_positive_hand_computed():
     gt = make_gt([('0--E', 'a', [[0, 0, 20, 20], [100, 100, 20, 20]])])
-    preds = {('0--E', 'a'): np.array([[0, 0, 20, 20, 0.9],      # TP on face 0
-                                      [1, 0, 20, 20, 0.8],      # duplicate on face 0: FP
-                                      [200, 200, 10, 10, 0.7],  # FP
-                                      [100, 100, 20, 20, 0.6]])}  # TP on face 1
+    preds = {
+        ('0--E', 'a'): np.array(
+            [
+                [0, 0, 20, 20, 0.9],  # TP on face 0
+                [1, 0, 20, 20, 0.8],  # duplicate on face 0: FP
+                [200, 200, 10, 10, 0.7],  # FP
+                [100, 100, 20, 20, 0.6],
+            ]
+        )
+    }  # TP on face 1
     # Normalised scores 1, 2/3, 1/3, 0: P/R = 1/.5 (t > 2/3), .5/.5, 1/3/.5, then .5/1 at t = 0.
     # AP = .5 * 1 + .5 * .5.
     result = wider_ap.evaluate(preds, gt)
@@ -152,8 +169,10 @@ def test_duplicates_and_false_positive_hand_computed():
 
 
 def test_ignored_face_is_neither_tp_nor_fp():
-    gt = make_gt([('0--E', 'a', [[0, 0, 20, 20], [100, 100, 60, 60]])],
-                 {'easy': [[1]], 'medium': [[0, 1]], 'hard': [[0, 1]]})
+    gt = make_gt(
+        [('0--E', 'a', [[0, 0, 20, 20], [100, 100, 60, 60]])],
+        {'easy': [[1]], 'medium': [[0, 1]], 'hard': [[0, 1]]},
+    )
     preds = {('0--E', 'a'): np.array([[0, 0, 20, 20, 0.9], [100, 100, 60, 60, 0.5]])}
     result = wider_ap.evaluate(preds, gt)
     # easy: the 0.9 detection hits the ignored face 0 and is removed; the other is a TP.
@@ -163,23 +182,34 @@ def test_ignored_face_is_neither_tp_nor_fp():
 
 
 def test_missing_file_and_empty_images_still_count_faces(tmp_path):
-    gt = make_gt([('0--E', 'a', [[0, 0, 20, 20]]), ('0--E', 'b', [[0, 0, 30, 30]]),
-                  ('1--F', 'zero', [[0, 0, 0, 0]])],
-                 {s: [[0], [0], []] for s in wider.SETTINGS})
+    gt = make_gt(
+        [
+            ('0--E', 'a', [[0, 0, 20, 20]]),
+            ('0--E', 'b', [[0, 0, 30, 30]]),
+            ('1--F', 'zero', [[0, 0, 0, 0]]),
+        ],
+        {s: [[0], [0], []] for s in wider.SETTINGS},
+    )
     write_gt(tmp_path / 'gt', gt)
     pred_dir = tmp_path / 'pred'
-    wider.write_predictions(pred_dir, {('0--E', 'a'): np.array([[0, 0, 20, 20, 0.9]]),
-                                       ('1--F', 'zero'): np.zeros((0, 5))})
+    wider.write_predictions(
+        pred_dir,
+        {('0--E', 'a'): np.array([[0, 0, 20, 20, 0.9]]), ('1--F', 'zero'): np.zeros((0, 5))},
+    )
     # b has no file: its face counts as a miss. Recall tops out at 1/2, precision 1.
     result = wider_ap.evaluate(pred_dir, tmp_path / 'gt')
     assert result == pytest.approx({s: 0.5 for s in wider.SETTINGS})
 
 
 def test_zero_face_image_detections_are_false_positives():
-    gt = make_gt([('0--E', 'a', [[0, 0, 20, 20]]), ('0--E', 'zero', [[0, 0, 0, 0]])],
-                 {s: [[0], []] for s in wider.SETTINGS})
-    preds = {('0--E', 'a'): np.array([[0, 0, 20, 20, 0.5]]),
-             ('0--E', 'zero'): np.array([[50, 50, 20, 20, 0.9]])}
+    gt = make_gt(
+        [('0--E', 'a', [[0, 0, 20, 20]]), ('0--E', 'zero', [[0, 0, 0, 0]])],
+        {s: [[0], []] for s in wider.SETTINGS},
+    )
+    preds = {
+        ('0--E', 'a'): np.array([[0, 0, 20, 20, 0.5]]),
+        ('0--E', 'zero'): np.array([[50, 50, 20, 20, 0.9]]),
+    }
     # Scores 0 and 1: the FP alone first (P 0), then both (P 1/2, R 1).
     assert wider_ap.evaluate(preds, gt)['hard'] == pytest.approx(0.5)
 
@@ -208,8 +238,7 @@ def test_no_predictions_at_all_gives_zero():
 
 
 def test_setting_without_faces_is_nan_with_warning():
-    gt = make_gt([('0--E', 'a', [[0, 0, 20, 20]])], {'easy': [[]], 'medium': [[0]],
-                                                     'hard': [[0]]})
+    gt = make_gt([('0--E', 'a', [[0, 0, 20, 20]])], {'easy': [[]], 'medium': [[0]], 'hard': [[0]]})
     with pytest.warns(UserWarning, match="'easy' has no kept faces"):
         result = wider_ap.evaluate({('0--E', 'a'): np.array([[0, 0, 20, 20, 1.0]])}, gt)
     assert math.isnan(result['easy']) and result['hard'] == pytest.approx(1.0)
@@ -242,8 +271,9 @@ def test_folder_and_in_memory_paths_agree(tmp_path):
     in_memory = wider_ap.evaluate(preds, wider_mat.read_ground_truth(tmp_path / 'gt'))
     assert from_folder == in_memory
     for s in wider.SETTINGS:
-        np.testing.assert_array_equal(from_folder.curves[s].precision,
-                                      in_memory.curves[s].precision)
+        np.testing.assert_array_equal(
+            from_folder.curves[s].precision, in_memory.curves[s].precision
+        )
 
 
 @pytest.mark.parametrize('seed', range(6))
@@ -294,8 +324,11 @@ def test_bad_prediction_files(tmp_path):
 
 def test_unknown_prediction_images_warn_with_count(tmp_path):
     gt = make_gt([('0--E', 'a', [[0, 0, 20, 20]])])
-    preds = {('0--E', 'a'): np.array([[0, 0, 20, 20, 0.5]]),
-             ('0--E', 'x'): np.zeros((0, 5)), ('9--Z', 'y'): np.zeros((0, 5))}
+    preds = {
+        ('0--E', 'a'): np.array([[0, 0, 20, 20, 0.5]]),
+        ('0--E', 'x'): np.zeros((0, 5)),
+        ('9--Z', 'y'): np.zeros((0, 5)),
+    }
     with pytest.warns(UserWarning, match='2 prediction images are not in the ground truth'):
         wider_ap.evaluate(preds, gt)
     wider.write_predictions(tmp_path / 'p', preds)
@@ -308,13 +341,15 @@ def test_folder_without_any_matching_file_is_an_error(tmp_path):
     named_after_jpg = tmp_path / 'jpg_txt'
     (named_after_jpg / '0--E').mkdir(parents=True)
     (named_after_jpg / '0--E' / 'a.jpg.txt').write_text('a\n1\n0 0 20 20 0.9\n')
-    with pytest.raises(wider_ap.NoMatchingPredictionsError,
-                       match=r'<pred>/<event>/<image stem>.txt.*0--E/a.jpg.txt'):
+    with pytest.raises(
+        wider_ap.NoMatchingPredictionsError,
+        match=r'<pred>/<event>/<image stem>.txt.*0--E/a.jpg.txt',
+    ):
         wider_ap.evaluate(named_after_jpg, gt)
     flat = tmp_path / 'flat'  # No event folders.
     flat.mkdir()
     (flat / 'a.txt').write_text('a\n1\n0 0 20 20 0.9\n')
-    with pytest.raises(wider_ap.NoMatchingPredictionsError, match=r"0--E/a.txt; found a.txt"):
+    with pytest.raises(wider_ap.NoMatchingPredictionsError, match=r'0--E/a.txt; found a.txt'):
         wider_ap.evaluate(flat, gt)
     (tmp_path / 'empty').mkdir()
     with pytest.raises(wider_ap.NoMatchingPredictionsError, match='found nothing'):

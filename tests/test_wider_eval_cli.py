@@ -23,15 +23,36 @@ def test_cli_json_plot_and_several_predictions(tmp_path, capsys):
     worse = {k: v * [1, 1, 1, 1, -1] for k, v in preds.items()}  # Scores reversed.
     wider.write_predictions(tmp_path / 'b', worse)
     out_json, out_png = tmp_path / 'ap.json', tmp_path / 'pr.png'
-    assert wider_eval.main(['--pred', str(tmp_path / 'a'), '--gt', str(tmp_path / 'gt'),
-                            '--json', str(out_json)]) == 0
+    assert (
+        wider_eval.main(
+            ['--pred', str(tmp_path / 'a'), '--gt', str(tmp_path / 'gt'), '--json', str(out_json)]
+        )
+        == 0
+    )
     one = json.loads(out_json.read_text())
     assert set(one) == {'easy', 'medium', 'hard'}
     assert 'easy' in capsys.readouterr().out
-    assert wider_eval.main(['--pred', str(tmp_path / 'a'), '--label', 'good',
-                            '--pred', str(tmp_path / 'b'), '--label', 'reversed',
-                            '--gt', str(tmp_path / 'gt'), '--json', str(out_json),
-                            '--plot', str(out_png)]) == 0
+    assert (
+        wider_eval.main(
+            [
+                '--pred',
+                str(tmp_path / 'a'),
+                '--label',
+                'good',
+                '--pred',
+                str(tmp_path / 'b'),
+                '--label',
+                'reversed',
+                '--gt',
+                str(tmp_path / 'gt'),
+                '--json',
+                str(out_json),
+                '--plot',
+                str(out_png),
+            ]
+        )
+        == 0
+    )
     both = json.loads(out_json.read_text())
     assert both['good'] == one
     assert both['reversed']['hard'] < both['good']['hard']
@@ -68,10 +89,23 @@ def test_cli_no_matching_prediction_file_exits_2_naming_the_layout(tmp_path, cap
     flat = tmp_path / 'flat' / f'{im.stem}.txt'
     flat.parent.mkdir()
     flat.write_text(f'{im.stem}\n1\n0 0 20 20 0.9\n')
-    for pred, found in ((jpg_txt.parents[1], f'{im.event}/{im.stem}.jpg.txt'),
-                        (flat.parent, f'found {im.stem}.txt')):
-        assert wider_eval.main(['--pred', str(pred), '--gt', str(tmp_path / 'gt'),
-                                '--json', str(tmp_path / 'ap.json')]) == 2
+    for pred, found in (
+        (jpg_txt.parents[1], f'{im.event}/{im.stem}.jpg.txt'),
+        (flat.parent, f'found {im.stem}.txt'),
+    ):
+        assert (
+            wider_eval.main(
+                [
+                    '--pred',
+                    str(pred),
+                    '--gt',
+                    str(tmp_path / 'gt'),
+                    '--json',
+                    str(tmp_path / 'ap.json'),
+                ]
+            )
+            == 2
+        )
         err = capsys.readouterr().err
         assert err.startswith('error: ') and err.count('\n') == 1, err
         assert '<pred>/<event>/<image stem>.txt' in err and found in err
@@ -88,10 +122,13 @@ def test_cli_partial_match_is_a_warning_with_the_count(tmp_path, capsys):
     assert 'easy' in out
 
 
-@pytest.mark.parametrize('content, where', [
-    (b'\xef\xbb\xbfx\n1\n0 0 20 20 0.5\n', ':1: file starts with a byte-order mark'),
-    (b'x\n1\n0 0 20 20 0.5\n\xff\n', ':4: not valid UTF-8'),
-])
+@pytest.mark.parametrize(
+    'content, where',
+    [
+        (b'\xef\xbb\xbfx\n1\n0 0 20 20 0.5\n', ':1: file starts with a byte-order mark'),
+        (b'x\n1\n0 0 20 20 0.5\n\xff\n', ':4: not valid UTF-8'),
+    ],
+)
 def test_cli_bom_or_non_utf8_file_exits_2_with_file_and_line(tmp_path, capsys, content, where):
     gt = _one_image_gt(tmp_path)
     im = gt.images[0]
@@ -114,7 +151,6 @@ def test_cli_symlink_out_of_the_prediction_folder_exits_2(tmp_path, capsys):
     (tmp_path / 'file_link' / im.event).mkdir(parents=True)
     (tmp_path / 'file_link' / im.event / f'{im.stem}.txt').symlink_to(outside / f'{im.stem}.txt')
     for pred in ('event_link', 'file_link'):
-        assert wider_eval.main(['--pred', str(tmp_path / pred), '--gt',
-                                str(tmp_path / 'gt')]) == 2
+        assert wider_eval.main(['--pred', str(tmp_path / pred), '--gt', str(tmp_path / 'gt')]) == 2
         err = capsys.readouterr().err
         assert err.startswith('error: ') and 'outside' in err and 'symlink' in err, err

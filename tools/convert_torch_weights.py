@@ -45,17 +45,32 @@ def _count(params) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Runs the conversion; returns the exit status (0 ok, 2 bad input)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--format', required=True, choices=torch_import.FORMATS,
-                        help='layout of the source state dict')
-    parser.add_argument('--src', required=True,
-                        help='.pth / .pt (needs torch >= 1.13; read with weights_only=True: '
-                             'a plain state dict, nothing else is unpickled) or .npz file')
+    parser.add_argument(
+        '--format',
+        required=True,
+        choices=torch_import.FORMATS,
+        help='layout of the source state dict',
+    )
+    parser.add_argument(
+        '--src',
+        required=True,
+        help='.pth / .pt (needs torch >= 1.13; read with weights_only=True: '
+        'a plain state dict, nothing else is unpickled) or .npz file',
+    )
     parser.add_argument('--out', required=True, help='output checkpoint folder')
-    parser.add_argument('--width', type=float, default=1.0,
-                        help='channel multiplier of the target DSFD (1.0 = the paper model)')
-    parser.add_argument('--channel_order', choices=torch_import.CHANNEL_ORDERS, default=None,
-                        help='channel order the source weights expect (default: rgb for '
-                             'dsfd_vgg, bgr for vgg16_reducedfc); bgr flips the first conv')
+    parser.add_argument(
+        '--width',
+        type=float,
+        default=1.0,
+        help='channel multiplier of the target DSFD (1.0 = the paper model)',
+    )
+    parser.add_argument(
+        '--channel_order',
+        choices=torch_import.CHANNEL_ORDERS,
+        default=None,
+        help='channel order the source weights expect (default: rgb for '
+        'dsfd_vgg, bgr for vgg16_reducedfc); bgr flips the first conv',
+    )
     parser.add_argument('--force', action='store_true', help='replace a non-empty --out')
     args = parser.parse_args(argv)
     order = args.channel_order or torch_import.DEFAULT_CHANNEL_ORDER[args.format]
@@ -76,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     except torch_import.ConversionError as e:
         print(f'convert_torch_weights: error: {e}', file=sys.stderr)
         return 2
-    print(f'{args.format} ({order} weights, width {args.width}): {len(state_dict)} tensors, '
-          f'{info["num_params"]:,} parameters -> {os.path.abspath(args.out)}')
+    print(
+        f'{args.format} ({order} weights, width {args.width}): {len(state_dict)} tensors, '
+        f'{info["num_params"]:,} parameters -> {os.path.abspath(args.out)}'
+    )
     return 0
 
 

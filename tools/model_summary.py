@@ -24,8 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:arg]).',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file (path[:arg]).', lock_config=True
+)
 _PER_PARAM = flags.DEFINE_bool('per_param', False, 'Also print every parameter (clu table).')
 
 _INDEXED = re.compile(r'^(.+)_\d+$')

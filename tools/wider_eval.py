@@ -64,16 +64,21 @@ def main(argv: list[str] | None = None) -> int:
             for w in caught:  # One line each (partial match, unknown images, bad counts).
                 print(f'warning: {label}: {w.message}', file=sys.stderr)
             r = results[label]
-            print(f'{label}: easy {r["easy"]:.4f}  medium {r["medium"]:.4f}  '
-                  f'hard {r["hard"]:.4f}  ({seconds:.2f} s)')
+            print(
+                f'{label}: easy {r["easy"]:.4f}  medium {r["medium"]:.4f}  '
+                f'hard {r["hard"]:.4f}  ({seconds:.2f} s)'
+            )
     except (OSError, ValueError) as e:
         # FormatError, PathEscapeError (ValueErrors) and NoMatchingPredictionsError (an
         # OSError) name the file: one line, status 2.
         print('error: ' + ' '.join(str(e).split()), file=sys.stderr)
         return 2
     if args.json:
-        payload = ({s: results[labels[0]][s] for s in wider.SETTINGS} if len(labels) == 1 else
-                   {lb: {s: r[s] for s in wider.SETTINGS} for lb, r in results.items()})
+        payload = (
+            {s: results[labels[0]][s] for s in wider.SETTINGS}
+            if len(labels) == 1
+            else {lb: {s: r[s] for s in wider.SETTINGS} for lb, r in results.items()}
+        )
         atomic_io.write_text(args.json, json.dumps(payload, indent=2) + '\n')
     if args.plot:
         from safefakes_jax.evaluation import pr_plots

@@ -101,6 +101,7 @@ MATCH_THRESHOLD = 0.6  # dlib's same-person threshold (identity.MATCH_THRESHOLD)
 ORIGINAL_MIN_SCORE = -0.5  # identity.ORIGINAL_MIN_SCORE (dlib loads only when needed).
 ANONYMIZED_MIN_SCORE = -1.0  # identity.ANONYMIZED_MIN_SCORE.
 
+
 @dataclasses.dataclass(frozen=True)
 class AuditOptions:
     """Thresholds of the audit (module docstring).
@@ -151,11 +152,16 @@ class AuditResult:
 # --------------------------------------------------------------------------- per image
 
 
-def _audit_image(task: face_pairs.ImagePair, options: AuditOptions
-                 ) -> tuple[list[FaceRow], float, int]:
+def _audit_image(
+    task: face_pairs.ImagePair, options: AuditOptions
+) -> tuple[list[FaceRow], float, int]:
     """Rows of one image, the seconds spent in the identity model and its face count."""
-    rows = [FaceRow(task.name, task.anon_name, i, list(box), task.method, AUDITED,
-                    record=task.records[i]) for i, box in enumerate(task.boxes)]
+    rows = [
+        FaceRow(
+            task.name, task.anon_name, i, list(box), task.method, AUDITED, record=task.records[i]
+        )
+        for i, box in enumerate(task.boxes)
+    ]
     for row in rows:
         if row.box[2] <= 0 or row.box[3] <= 0:
             row.status = EMPTY
@@ -188,27 +194,44 @@ def _audit_image(task: face_pairs.ImagePair, options: AuditOptions
             continue
         r.changed_share, r.mean_abs_change = change
         r.near_copy_score = near_copy_score(original, anonymized, r.box)
-    large = [r for r in candidates if r.status == AUDITED and options.identity_min_px > 0
-             and min(r.box[2], r.box[3]) >= options.identity_min_px]
+    large = [
+        r
+        for r in candidates
+        if r.status == AUDITED
+        and options.identity_min_px > 0
+        and min(r.box[2], r.box[3]) >= options.identity_min_px
+    ]
     seconds = 0.0
     if large:
         from safefakes_jax.anonymizers import identity  # dlib loads only when needed.
 
         start = time.perf_counter()
-        checks = identity.load().check(original, anonymized, [r.box for r in large],
-                                       options.original_min_score, options.anonymized_min_score)
+        checks = identity.load().check(
+            original,
+            anonymized,
+            [r.box for r in large],
+            options.original_min_score,
+            options.anonymized_min_score,
+        )
         seconds = time.perf_counter() - start
         for r, c in zip(large, checks, strict=True):
-            r.identity_status, r.identity_distance, r.identity_match = (c.status, c.distance,
-                                                                         c.match)
-            r.face_score_original, r.face_score_anonymized = (c.original_score,
-                                                              c.anonymized_score)
+            r.identity_status, r.identity_distance, r.identity_match = (
+                c.status,
+                c.distance,
+                c.match,
+            )
+            r.face_score_original, r.face_score_anonymized = (c.original_score, c.anonymized_score)
     for r in candidates:
         if r.status == AUDITED:
-            r.leak_rules = [rule for rule, fired in (
-                (UNCHANGED_PIXELS, r.changed_share < options.min_changed),
-                (NEAR_COPY, r.near_copy_score >= options.near_copy),
-                (IDENTITY_MATCH, r.identity_status == 'match')) if fired]
+            r.leak_rules = [
+                rule
+                for rule, fired in (
+                    (UNCHANGED_PIXELS, r.changed_share < options.min_changed),
+                    (NEAR_COPY, r.near_copy_score >= options.near_copy),
+                    (IDENTITY_MATCH, r.identity_status == 'match'),
+                )
+                if fired
+            ]
             r.leak = bool(r.leak_rules)
     return rows, seconds, len(large)
 
@@ -230,10 +253,17 @@ def _work(task: face_pairs.ImagePair) -> tuple[list[FaceRow], float, int]:
 # --------------------------------------------------------------------------- driver
 
 
-def audit(orig: str | os.PathLike, anon: str | os.PathLike, split: str = 'train',
-          options: AuditOptions | None = None, workers: int = 1, method: str | None = None,
-          fail_on_missing: bool = False, progress: bool = True,
-          max_images: int | None = None) -> AuditResult:
+def audit(
+    orig: str | os.PathLike,
+    anon: str | os.PathLike,
+    split: str = 'train',
+    options: AuditOptions | None = None,
+    workers: int = 1,
+    method: str | None = None,
+    fail_on_missing: bool = False,
+    progress: bool = True,
+    max_images: int | None = None,
+) -> AuditResult:
     """Audits the anonymized copy `anon` of the WIDER-layout folder `orig` (module docstring).
 
     Args:
@@ -264,12 +294,18 @@ def audit(orig: str | os.PathLike, anon: str | os.PathLike, split: str = 'train'
     start = time.perf_counter()
     orig, anon = os.fspath(orig), os.fspath(anon)
     pairing = face_pairs.pair_images(orig, anon, split, method)
-    tasks, entries, warnings, counts = (pairing.pairs, pairing.manifest.entries,
-                                        pairing.warnings, pairing.counts)
+    tasks, entries, warnings, counts = (
+        pairing.pairs,
+        pairing.manifest.entries,
+        pairing.warnings,
+        pairing.counts,
+    )
     config = pairing.config
     if config.get('image_format', 'jpeg') == 'jpeg' and int(config.get('jpeg_quality', 95)) < 90:
-        warnings.append(f'copy written at JPEG quality {config["jpeg_quality"]}: the luma '
-                        'tolerance was measured for quality 95; consider a larger --tol')
+        warnings.append(
+            f'copy written at JPEG quality {config["jpeg_quality"]}: the luma '
+            'tolerance was measured for quality 95; consider a larger --tol'
+        )
     if max_images is not None:
         tasks = tasks[:max_images]
     workers = (os.cpu_count() or 1) if workers <= 0 else workers
@@ -290,8 +326,9 @@ def audit(orig: str | os.PathLike, anon: str | os.PathLike, split: str = 'train'
     else:
         # Spawn: the caller may hold threads (JAX, TF) that make fork unsafe. imap keeps order.
         ctx = multiprocessing.get_context('spawn')
-        with ctx.Pool(min(workers, len(tasks)), initializer=_init_worker,
-                      initargs=(options,)) as pool:
+        with ctx.Pool(
+            min(workers, len(tasks)), initializer=_init_worker, initargs=(options,)
+        ) as pool:
             for result in pool.imap(_work, tasks, chunksize=1):
                 collect(result)
     bar.close()
@@ -320,11 +357,17 @@ def audit(orig: str | os.PathLike, anon: str | os.PathLike, split: str = 'train'
         for m, es in grouped.items():
             methods.setdefault(m, summarize_rows([]))['manifest'] = summarize_manifest(es)
     summary = {
-        'orig': orig, 'anon': anon, 'split': split,
-        'options': dataclasses.asdict(options) | {'match_threshold': MATCH_THRESHOLD,
-                                                  'change_measure': 'abs delta luma (BT.601)',
-                                                  'max_images': max_images},
-        'images': len(tasks), 'images_missing': len(missing),
+        'orig': orig,
+        'anon': anon,
+        'split': split,
+        'options': dataclasses.asdict(options)
+        | {
+            'match_threshold': MATCH_THRESHOLD,
+            'change_measure': 'abs delta luma (BT.601)',
+            'max_images': max_images,
+        },
+        'images': len(tasks),
+        'images_missing': len(missing),
         'manifest': bool(entries),
         'methods': methods,
         'all': summarize_rows(rows),
@@ -333,9 +376,11 @@ def audit(orig: str | os.PathLike, anon: str | os.PathLike, split: str = 'train'
         'seconds': round(seconds, 3),
         'faces_per_second': round(len(rows) / seconds, 2) if seconds > 0 else None,
         'identity_seconds': round(id_seconds, 3),
-        'identity_faces_per_cpu_second': (round(id_faces / id_seconds, 2) if id_seconds > 0
-                                          else None),
+        'identity_faces_per_cpu_second': (
+            round(id_faces / id_seconds, 2) if id_seconds > 0 else None
+        ),
         'exit_status': exit_status,
     }
-    return AuditResult(rows, summary, leaks, sorted(missing.items()), unverified, warnings,
-                       exit_status)
+    return AuditResult(
+        rows, summary, leaks, sorted(missing.items()), unverified, warnings, exit_status
+    )

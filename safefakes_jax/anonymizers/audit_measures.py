@@ -74,8 +74,9 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float32) @ LUMA_WEIGHTS
 
 
-def pixel_change(original: np.ndarray, anonymized: np.ndarray, box_xywh: Sequence[int],
-                 tol: float = DEFAULT_TOL) -> tuple[float, float] | None:
+def pixel_change(
+    original: np.ndarray, anonymized: np.ndarray, box_xywh: Sequence[int], tol: float = DEFAULT_TOL
+) -> tuple[float, float] | None:
     """How much the face in `box_xywh` changed.
 
     Args:
@@ -102,19 +103,20 @@ def _rescale(plane: np.ndarray) -> np.ndarray:
     h, w = plane.shape
     scale = min(NEAR_COPY_SIZE / min(h, w), NEAR_COPY_MAX_SIDE / max(h, w))
     size = (max(SSIM_WIN, round(w * scale)), max(SSIM_WIN, round(h * scale)))
-    resized = cv2.resize(plane, size, interpolation=cv2.INTER_AREA if scale < 1 else
-                         cv2.INTER_LINEAR)
+    resized = cv2.resize(
+        plane, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    )
     return cv2.GaussianBlur(resized, (0, 0), NEAR_COPY_SMOOTH)
 
 
 def _window_sums(integral: np.ndarray, kh: int, kw: int) -> np.ndarray:
     """Sums over every kh x kw window, from a `cv2.integral` table."""
-    return (integral[kh:, kw:] - integral[:-kh, kw:] - integral[kh:, :-kw]
-            + integral[:-kh, :-kw])
+    return integral[kh:, kw:] - integral[:-kh, kw:] - integral[kh:, :-kw] + integral[:-kh, :-kw]
 
 
-def near_copy_score(original: np.ndarray, anonymized: np.ndarray,
-                    box_xywh: Sequence[int]) -> float | None:
+def near_copy_score(
+    original: np.ndarray, anonymized: np.ndarray, box_xywh: Sequence[int]
+) -> float | None:
     """Structure-weighted SSIM of the box's luma, best sub-window (module docstring).
 
     Args:

@@ -27,7 +27,6 @@ IDENTITY_MATCH = 'identity_match'
 RULES = (UNCHANGED_PIXELS, NEAR_COPY, IDENTITY_MATCH)
 
 
-
 @dataclasses.dataclass
 class FaceRow:
     """The audit of one annotated face.
@@ -72,7 +71,6 @@ class FaceRow:
     record: str | None = None
 
 
-
 def _mean(values: Iterable[float]) -> float | None:
     values = list(values)
     return round(float(np.mean(values)), 4) if values else None
@@ -89,8 +87,9 @@ def summarize_rows(rows: Sequence[FaceRow]) -> dict[str, Any]:
     original face was detectable (measured), `identity_match_rate` = matches / those, with the
     `no_face_found` ones counted as not matching and listed apart; faces whose original was not
     detectable are `identity_no_face_in_original`."""
-    status = collections.Counter(r.status.split(':')[0] if r.status.startswith(UNVERIFIED)
-                                 else r.status for r in rows)
+    status = collections.Counter(
+        r.status.split(':')[0] if r.status.startswith(UNVERIFIED) else r.status for r in rows
+    )
     audited = [r for r in rows if r.status == AUDITED]
     verdicts = collections.Counter(r.identity_status for r in audited if r.identity_status)
     measured = verdicts['match'] + verdicts['no_match'] + verdicts['no_face_found']
@@ -116,8 +115,9 @@ def summarize_rows(rows: Sequence[FaceRow]) -> dict[str, Any]:
         'identity_no_match': verdicts['no_match'],
         'identity_no_face_found': verdicts['no_face_found'],
         'identity_no_face_in_original': verdicts['no_face_in_original'],
-        'mean_identity_distance': _mean(r.identity_distance for r in audited
-                                        if r.identity_distance is not None),
+        'mean_identity_distance': _mean(
+            r.identity_distance for r in audited if r.identity_distance is not None
+        ),
     }
 
 
@@ -130,6 +130,10 @@ def summarize_manifest(entries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         failed += entry.get('status', 'ok') != 'ok'
         records.update(str(r) for r in entry.get('faces') or [])
     kinds = collections.Counter(r.split(':')[0] for r in records.elements())
-    return {'anonymized': kinds['anonymized'], 'skipped': kinds['skipped'],
-            'fallback': kinds['fallback'], 'failed_images': failed,
-            'records': dict(sorted(records.items()))}
+    return {
+        'anonymized': kinds['anonymized'],
+        'skipped': kinds['skipped'],
+        'fallback': kinds['fallback'],
+        'failed_images': failed,
+        'records': dict(sorted(records.items())),
+    }

@@ -33,8 +33,12 @@ JPEG_QUALITY = 95
 Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
 
 
-def apply_variant(image: np.ndarray, boxes: Sequence[Sequence[int]], kind: str,
-                  rng: np.random.Generator | None = None) -> np.ndarray:
+def apply_variant(
+    image: np.ndarray,
+    boxes: Sequence[Sequence[int]],
+    kind: str,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
     """`image` (RGB uint8) with every box altered as `kind` says (module docstring).
 
     Args:
@@ -63,10 +67,11 @@ def apply_variant(image: np.ndarray, boxes: Sequence[Sequence[int]], kind: str,
         else:
             x, y, w, h = (int(v) for v in box)
             dx, dy = round(w * (1 - RING_KEEP) / 2), round(h * (1 - RING_KEEP) / 2)
-            centre = out[max(y + dy, 0):max(y + h - dy, 0),
-                         max(x + dx, 0):max(x + w - dx, 0)].copy()
+            centre = out[
+                max(y + dy, 0) : max(y + h - dy, 0), max(x + dx, 0) : max(x + w - dx, 0)
+            ].copy()
             out[region] = 0
-            out[max(y + dy, 0):max(y + h - dy, 0), max(x + dx, 0):max(x + w - dx, 0)] = centre
+            out[max(y + dy, 0) : max(y + h - dy, 0), max(x + dx, 0) : max(x + w - dx, 0)] = centre
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
@@ -77,8 +82,14 @@ def variant_transform(kind: str) -> Transform:
     return lambda image, boxes, rng: apply_variant(image, boxes, kind, rng)
 
 
-def write_copy(orig: str | os.PathLike, dst: str | os.PathLike, transform: Transform,
-               split: str = 'train', max_images: int | None = None, seed: int = 0) -> int:
+def write_copy(
+    orig: str | os.PathLike,
+    dst: str | os.PathLike,
+    transform: Transform,
+    split: str = 'train',
+    max_images: int | None = None,
+    seed: int = 0,
+) -> int:
     """Writes a WIDER-layout copy of `orig`'s `split`, every image through `transform`.
 
     Args:

@@ -135,8 +135,7 @@ def check_image(image: np.ndarray) -> np.ndarray:
     """Returns `image` if it is RGB uint8 HWC; raises ValueError otherwise."""
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f'expected an RGB uint8 [H, W, 3] image, got {image.dtype} '
-                         f'{image.shape}')
+        raise ValueError(f'expected an RGB uint8 [H, W, 3] image, got {image.dtype} {image.shape}')
     return image
 
 
@@ -187,9 +186,13 @@ class Anonymizer(abc.ABC):
             return dataclasses.asdict(self)
         return {}
 
-    def select_faces(self, boxes: np.ndarray, height: int, width: int,
-                     keypoints: Sequence[FaceKeypoints | None] | None = None
-                     ) -> tuple[list[Face], list[str | None]]:
+    def select_faces(
+        self,
+        boxes: np.ndarray,
+        height: int,
+        width: int,
+        keypoints: Sequence[FaceKeypoints | None] | None = None,
+    ) -> tuple[list[Face], list[str | None]]:
         """The anonymizable faces and the records so far (None where a face is pending)."""
         if keypoints is not None and len(keypoints) != len(boxes):
             raise ValueError(f'{len(keypoints)} keypoint entries for {len(boxes)} boxes')
@@ -202,12 +205,23 @@ class Anonymizer(abc.ABC):
                 records.append(BELOW_MIN_FACE_PX)
             else:
                 records.append(None)
-                faces.append(Face(i, *bounds, box=tuple(int(v) for v in box),
-                                  keypoints=None if keypoints is None else keypoints[i]))
+                faces.append(
+                    Face(
+                        i,
+                        *bounds,
+                        box=tuple(int(v) for v in box),
+                        keypoints=None if keypoints is None else keypoints[i],
+                    )
+                )
         return faces, records
 
-    def anonymize_image(self, original: np.ndarray, out: np.ndarray, faces: Sequence[Face],
-                        rng: np.random.Generator | None) -> None:
+    def anonymize_image(
+        self,
+        original: np.ndarray,
+        out: np.ndarray,
+        faces: Sequence[Face],
+        rng: np.random.Generator | None,
+    ) -> None:
         """Optional whole-image step, run before the faces; writes into `out` in place.
 
         An exception here blacks out every face (`fallback:error:<Type>`).
@@ -215,8 +229,9 @@ class Anonymizer(abc.ABC):
         del original, out, faces, rng  # Most methods work face by face only.
 
     @abc.abstractmethod
-    def anonymize_face(self, original: np.ndarray, out: np.ndarray, face: Face,
-                       rng: np.random.Generator | None) -> str | None:
+    def anonymize_face(
+        self, original: np.ndarray, out: np.ndarray, face: Face, rng: np.random.Generator | None
+    ) -> str | None:
         """Replaces one face: reads `original`, writes `out[face.region]` in place.
 
         Args:
@@ -230,9 +245,13 @@ class Anonymizer(abc.ABC):
           alone on purpose. Raise `Fallback(reason)` for a face it cannot handle.
         """
 
-    def anonymize(self, image: np.ndarray, boxes: np.ndarray,
-                  keypoints: Sequence[FaceKeypoints | None] | None = None,
-                  rng: np.random.Generator | None = None) -> Result:
+    def anonymize(
+        self,
+        image: np.ndarray,
+        boxes: np.ndarray,
+        keypoints: Sequence[FaceKeypoints | None] | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> Result:
         """Anonymizes every anonymizable face of one image.
 
         Args:
@@ -270,14 +289,18 @@ class Anonymizer(abc.ABC):
             _log_fallback(self, face, e)
             blackout(out, face)
             return f'fallback:error:{type(e).__name__}'
-        if not isinstance(status, str) or (status != ANONYMIZED
-                                           and not status.startswith(_PREFIXES)):
+        if not isinstance(status, str) or (
+            status != ANONYMIZED and not status.startswith(_PREFIXES)
+        ):
             blackout(out, face)
             return 'fallback:error:bad_record'
         if status.startswith('fallback:'):
             blackout(out, face)  # Whatever the method left there.
-        elif (status == ANONYMIZED and self.check_unchanged
-              and np.array_equal(out[face.region], original[face.region])):
+        elif (
+            status == ANONYMIZED
+            and self.check_unchanged
+            and np.array_equal(out[face.region], original[face.region])
+        ):
             blackout(out, face)  # "Anonymized" but identical: never let it through.
             return UNCHANGED
         return status
@@ -298,16 +321,25 @@ class Anonymizer(abc.ABC):
         """Anonymizes several images; loops over `anonymize` unless a method overrides it."""
         return [self.anonymize(it.image, it.boxes, it.keypoints, it.rng) for it in items]
 
-    def __call__(self, image: np.ndarray, boxes: np.ndarray,
-                 keypoints: Sequence[FaceKeypoints | None] | None = None,
-                 rng: np.random.Generator | None = None) -> Result:
+    def __call__(
+        self,
+        image: np.ndarray,
+        boxes: np.ndarray,
+        keypoints: Sequence[FaceKeypoints | None] | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> Result:
         return self.anonymize(image, boxes, keypoints, rng)
 
 
 def _log_fallback(method: Anonymizer, face: Face | None, error: Exception) -> None:
     where = 'the image' if face is None else f'face {face.index} {list(face.box)}'
-    logging.warning('%s failed on %s, blacked out: %s: %s', method.name or type(method).__name__,
-                    where, type(error).__name__, error)
+    logging.warning(
+        '%s failed on %s, blacked out: %s: %s',
+        method.name or type(method).__name__,
+        where,
+        type(error).__name__,
+        error,
+    )
 
 
 # --------------------------------------------------------------------------- registry
@@ -368,10 +400,10 @@ def create(name: str, **params: Any) -> Anonymizer:
     try:
         return cls(**params)
     except TypeError as e:
-        accepted = ([f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls)
-                    else [])
-        raise ValueError(f'anonymizer {name!r}: {e} (parameters: {", ".join(accepted)})') \
-            from None
+        accepted = (
+            [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+        )
+        raise ValueError(f'anonymizer {name!r}: {e} (parameters: {", ".join(accepted)})') from None
 
 
 def create_from_config(config: Mapping[str, Any]) -> Anonymizer:

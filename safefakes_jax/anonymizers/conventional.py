@@ -57,8 +57,10 @@ def _check_kernel(kernel: int, filt: str, what: str) -> None:
     if not isinstance(kernel, int | np.integer) or kernel < 1:
         raise ValueError(f'{what}: kernel must be a positive integer, got {kernel!r}')
     if filt == 'gaussian' and kernel % 2 == 0:
-        raise ValueError(f'{what}: a Gaussian kernel must be odd, got {kernel} (use '
-                         "filter='box' for even kernels)")
+        raise ValueError(
+            f'{what}: a Gaussian kernel must be odd, got {kernel} (use '
+            "filter='box' for even kernels)"
+        )
 
 
 def _filter(image: np.ndarray, kernel: int, filt: str, sigma: float) -> np.ndarray:
@@ -99,7 +101,7 @@ class Blur(base.Anonymizer):
         # stops short of the image edge has all the context the kernel reaches anyway).
         window = np.ascontiguousarray(original[wy0:wy1, wx0:wx1])
         blurred = _filter(window, self.kernel, self.filter, self.sigma)
-        out[face.region] = blurred[face.y0 - wy0:face.y1 - wy0, face.x0 - wx0:face.x1 - wx0]
+        out[face.region] = blurred[face.y0 - wy0 : face.y1 - wy0, face.x0 - wx0 : face.x1 - wx0]
 
 
 @base.register('fullblur')
@@ -123,8 +125,9 @@ class FullBlur(base.Anonymizer):
     def anonymize_image(self, original, out, faces, rng):
         del faces, rng
         if self.filter == 'box':  # Straight into `out`: no temporary image.
-            cv2.blur(original, (self.kernel, self.kernel), dst=out,
-                     borderType=cv2.BORDER_REFLECT_101)
+            cv2.blur(
+                original, (self.kernel, self.kernel), dst=out, borderType=cv2.BORDER_REFLECT_101
+            )
         else:
             out[...] = _filter(original, self.kernel, self.filter, self.sigma)
 
@@ -155,8 +158,9 @@ class Pixelate(base.Anonymizer):
         if not isinstance(self.cells, int | np.integer) or self.cells < 1:
             raise ValueError(f'pixelate: cells must be a positive integer, got {self.cells!r}')
         if self.small_box not in ('keep', 'blackout'):
-            raise ValueError("pixelate: small_box must be 'keep' or 'blackout', got "
-                             f'{self.small_box!r}')
+            raise ValueError(
+                f"pixelate: small_box must be 'keep' or 'blackout', got {self.small_box!r}"
+            )
 
     def anonymize_face(self, original, out, face, rng):
         del rng

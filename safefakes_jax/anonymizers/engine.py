@@ -107,9 +107,11 @@ class Summary:
 
     def format(self) -> str:
         """Human-readable lines for the CLI."""
-        lines = [f'{self.images} images -> {self.dst}: {self.processed} anonymized '
-                 f'({self.images_per_s:.1f} images/s), {self.resumed} already done, '
-                 f'{len(self.failed)} failed']
+        lines = [
+            f'{self.images} images -> {self.dst}: {self.processed} anonymized '
+            f'({self.images_per_s:.1f} images/s), {self.resumed} already done, '
+            f'{len(self.failed)} failed'
+        ]
         lines.append('faces: ' + ', '.join(f'{k} {v}' for k, v in sorted(self.records.items())))
         for split, image, status in self.failed:
             lines.append(f'FAILED {split} {image}: {status} (not written, dropped from the txt)')
@@ -131,12 +133,16 @@ class _IOFloor(base.Anonymizer):
 # --------------------------------------------------------------------------- driver
 
 
-def _pool(workers: int, chunks: list, anonymizer: base.Anonymizer | None,
-          settings: worker.Settings) -> concurrent.futures.ProcessPoolExecutor:
+def _pool(
+    workers: int, chunks: list, anonymizer: base.Anonymizer | None, settings: worker.Settings
+) -> concurrent.futures.ProcessPoolExecutor:
     # Spawn: the caller may hold threads (JAX, TF) that make fork unsafe.
     return concurrent.futures.ProcessPoolExecutor(
-        min(workers, len(chunks)), mp_context=multiprocessing.get_context('spawn'),
-        initializer=worker.init_worker, initargs=(anonymizer, settings, True))
+        min(workers, len(chunks)),
+        mp_context=multiprocessing.get_context('spawn'),
+        initializer=worker.init_worker,
+        initargs=(anonymizer, settings, True),
+    )
 
 
 @contextlib.contextmanager
@@ -158,12 +164,14 @@ def _completed(futures):
         try:
             yield future.result()
         except concurrent.futures.process.BrokenProcessPool as e:
-            raise RuntimeError('an anonymization worker process died; finished images are '
-                               'kept, rerun to resume') from e
+            raise RuntimeError(
+                'an anonymization worker process died; finished images are kept, rerun to resume'
+            ) from e
 
 
-def _execute(anonymizer: base.Anonymizer, settings: worker.Settings, chunks: list[list[Task]],
-             workers: int):
+def _execute(
+    anonymizer: base.Anonymizer, settings: worker.Settings, chunks: list[list[Task]], workers: int
+):
     """Yields the results of `worker.process` per chunk, in completion order.
 
     A device-bound method (`anonymizer.device_bound`: a JAX model on an accelerator) runs in
@@ -185,7 +193,8 @@ def _execute(anonymizer: base.Anonymizer, settings: worker.Settings, chunks: lis
         inflight = {ex.submit(worker.process, c) for c in first if c is not None}
         while inflight:
             done, inflight = concurrent.futures.wait(
-                inflight, return_when=concurrent.futures.FIRST_COMPLETED)
+                inflight, return_when=concurrent.futures.FIRST_COMPLETED
+            )
             for future in done:
                 chunk = next(todo, None)
                 if chunk is not None:
@@ -195,8 +204,9 @@ def _execute(anonymizer: base.Anonymizer, settings: worker.Settings, chunks: lis
         ex.shutdown(wait=True, cancel_futures=True)
 
 
-def _execute_device_bound(anonymizer: base.Anonymizer, settings: worker.Settings,
-                          chunks: list[list[Task]], workers: int):
+def _execute_device_bound(
+    anonymizer: base.Anonymizer, settings: worker.Settings, chunks: list[list[Task]], workers: int
+):
     """`_execute` for device-bound methods: workers decode, this process anonymizes (padded
     fixed-size batches), workers encode and write. The workers never receive the method."""
     if workers <= 1 or len(chunks) <= 1:
@@ -204,7 +214,8 @@ def _execute_device_bound(anonymizer: base.Anonymizer, settings: worker.Settings
             for chunk in chunks:
                 out, pending = worker.decode_chunk(chunk)
                 results = worker.anonymize_in_batches(
-                    anonymizer, worker.items_of(chunk, pending, settings.seed), pad=True)
+                    anonymizer, worker.items_of(chunk, pending, settings.seed), pad=True
+                )
                 yield worker.encode_chunk(chunk, out, pending, results)
         return
     ex = _pool(workers, chunks, None, settings)
@@ -218,7 +229,8 @@ def _execute_device_bound(anonymizer: base.Anonymizer, settings: worker.Settings
         refill()
         while decoding or encoding:
             done, _ = concurrent.futures.wait(
-                set(decoding) | encoding, return_when=concurrent.futures.FIRST_COMPLETED)
+                set(decoding) | encoding, return_when=concurrent.futures.FIRST_COMPLETED
+            )
             for future in done:
                 if future in encoding:
                     encoding.discard(future)
@@ -227,17 +239,30 @@ def _execute_device_bound(anonymizer: base.Anonymizer, settings: worker.Settings
                 chunk = decoding.pop(future)
                 ((out, pending),) = _completed([future])
                 results = worker.anonymize_in_batches(
-                    anonymizer, worker.items_of(chunk, pending, settings.seed), pad=True)
+                    anonymizer, worker.items_of(chunk, pending, settings.seed), pad=True
+                )
                 # The worker needs the results, not the decoded images back.
-                encoding.add(ex.submit(worker.encode_chunk, chunk, out,
-                                       [(i, sha, None) for i, sha, _ in pending], results))
+                encoding.add(
+                    ex.submit(
+                        worker.encode_chunk,
+                        chunk,
+                        out,
+                        [(i, sha, None) for i, sha, _ in pending],
+                        results,
+                    )
+                )
                 refill()
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
 
 
-def run(config: Mapping[str, Any], *, progress: bool = True, io_floor: bool = False,
-        anonymizer: base.Anonymizer | None = None) -> Summary:
+def run(
+    config: Mapping[str, Any],
+    *,
+    progress: bool = True,
+    io_floor: bool = False,
+    anonymizer: base.Anonymizer | None = None,
+) -> Summary:
     """Anonymizes `config.splits` of `config.src` into `config.dst` (module docstring).
 
     Args:
@@ -275,16 +300,24 @@ def run(config: Mapping[str, Any], *, progress: bool = True, io_floor: bool = Fa
     for split in splits:
         wider.require_split(src, split)
     mf.check_dst(dst)
-    tasks = {split: engine_plan.plan_split(src, dst, split, anonymizer, fmt)
-             for split in splits}
+    tasks = {split: engine_plan.plan_split(src, dst, split, anonymizer, fmt) for split in splits}
     ground_truth = [] if io_floor else wider_copy.ground_truth_files(src)
     copy_landmarks = bool(config.get('copy_landmarks', False))
-    sidecars = {split: root_paths.resolve_inside(src, landmarks_sidecar.relative_path(split), src)
-                for split in splits if copy_landmarks}
+    sidecars = {
+        split: root_paths.resolve_inside(src, landmarks_sidecar.relative_path(split), src)
+        for split in splits
+        if copy_landmarks
+    }
     settings = engine_plan.settings_of(config, anonymizer)
     digest = mf.prepare_dst(dst, settings, bool(config.get('overwrite', False)), io_floor)
-    s = worker.Settings(fmt, int(config['jpeg_quality']), int(config.get('png_compression', 3)),
-                  int(config['seed']), anonymizer.name, digest)
+    s = worker.Settings(
+        fmt,
+        int(config['jpeg_quality']),
+        int(config.get('png_compression', 3)),
+        int(config['seed']),
+        anonymizer.name,
+        digest,
+    )
     previous = mf.previous_entries(dst, io_floor)
     flat = [t for split in splits for t in tasks[split]]
     for task in flat:
@@ -292,15 +325,22 @@ def run(config: Mapping[str, Any], *, progress: bool = True, io_floor: bool = Fa
     workers = int(config['workers']) or (os.cpu_count() or 1)
     # One batch per task; several images per task for cheap methods in a pool (less IPC).
     size = max(int(anonymizer.batch_size), 1 if workers <= 1 else 4)
-    chunks = [flat[i:i + size] for i in range(0, len(flat), size)]
+    chunks = [flat[i : i + size] for i in range(0, len(flat), size)]
 
     summary = Summary(images=len(flat), dst=dst)
     entries: dict[tuple[str, str], dict] = {}
     faces_done = 0
     partial_path = os.path.join(dst, mf.FLOOR_PARTIAL if io_floor else mf.PARTIAL)
-    with open(partial_path, 'a', encoding='utf-8') as partial, \
-            tqdm(total=len(flat), desc=f'anonymize {anonymizer.name}', unit='img',
-                 disable=not progress, smoothing=0.1) as bar:
+    with (
+        open(partial_path, 'a', encoding='utf-8') as partial,
+        tqdm(
+            total=len(flat),
+            desc=f'anonymize {anonymizer.name}',
+            unit='img',
+            disable=not progress,
+            smoothing=0.1,
+        ) as bar,
+    ):
         for results in _execute(anonymizer, s, chunks, workers):
             for entry, resumed in results:
                 entries[(entry['split'], entry['image'])] = entry
@@ -310,8 +350,9 @@ def run(config: Mapping[str, Any], *, progress: bool = True, io_floor: bool = Fa
                 partial.write(mf.entry_line(entry))
                 if entry['status'] == 'ok':
                     summary.processed += 1
-                    faces_done += sum(r == base.ANONYMIZED or r.startswith('fallback:')
-                                      for r in entry['faces'])
+                    faces_done += sum(
+                        r == base.ANONYMIZED or r.startswith('fallback:') for r in entry['faces']
+                    )
             partial.flush()
             bar.update(len(results))
             elapsed = max(time.perf_counter() - start, 1e-9)
@@ -322,8 +363,11 @@ def run(config: Mapping[str, Any], *, progress: bool = True, io_floor: bool = Fa
         if split in tasks:
             final += [entries[(split, t.name)] for t in tasks[split]]
         else:  # Kept from an earlier run with the same settings.
-            final += [e for (sp, _), e in previous.items()
-                      if sp == split and e.get('config_hash') == digest]
+            final += [
+                e
+                for (sp, _), e in previous.items()
+                if sp == split and e.get('config_hash') == digest
+            ]
     for entry in final:
         summary.records.update(entry['faces'])
         if entry['status'] != 'ok' and entry['split'] in splits:
@@ -331,8 +375,9 @@ def run(config: Mapping[str, Any], *, progress: bool = True, io_floor: bool = Fa
     if not io_floor:
         for split in splits:
             drop = {name for sp, name, _ in summary.failed if sp == split}
-            wider_copy.copy_bbx_gt(wider.split_paths(src, split)[0],
-                                   wider.split_paths(dst, split)[0], drop, fmt)
+            wider_copy.copy_bbx_gt(
+                wider.split_paths(src, split)[0], wider.split_paths(dst, split)[0], drop, fmt
+            )
             out_sidecar = landmarks_sidecar.path(dst, split)
             if split in sidecars and os.path.isfile(sidecars[split]):
                 wider_copy.copy_sidecar(sidecars[split], out_sidecar, drop, fmt)

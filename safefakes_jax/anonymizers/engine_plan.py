@@ -49,9 +49,12 @@ class Task:
 def settings_of(config: Mapping[str, Any], anonymizer: base.Anonymizer) -> dict[str, Any]:
     """The settings that determine the output bytes; `config_hash` is taken of these."""
     fmt = config['image_format']
-    settings = {'engine_version': mf.ENGINE_VERSION,
-                'anonymizer': {'name': anonymizer.name, **anonymizer.params()},
-                'seed': int(config['seed']), 'image_format': fmt}
+    settings = {
+        'engine_version': mf.ENGINE_VERSION,
+        'anonymizer': {'name': anonymizer.name, **anonymizer.params()},
+        'seed': int(config['seed']),
+        'image_format': fmt,
+    }
     if fmt == 'jpeg':
         settings['jpeg_quality'] = int(config['jpeg_quality'])
     else:
@@ -62,8 +65,9 @@ def settings_of(config: Mapping[str, Any], anonymizer: base.Anonymizer) -> dict[
 def check_config(config: Mapping[str, Any]) -> None:
     """Checks the settings of a run config; raises ValueError naming the field."""
     if config['image_format'] not in IMAGE_FORMATS:
-        raise ValueError(f'image_format must be one of {IMAGE_FORMATS}, got '
-                         f'{config["image_format"]!r}')
+        raise ValueError(
+            f'image_format must be one of {IMAGE_FORMATS}, got {config["image_format"]!r}'
+        )
     if not 1 <= int(config['jpeg_quality']) <= 100:
         raise ValueError(f'jpeg_quality must be in 1..100, got {config["jpeg_quality"]}')
     if not 0 <= int(config.get('png_compression', 3)) <= 9:
@@ -76,8 +80,7 @@ def check_config(config: Mapping[str, Any]) -> None:
         raise ValueError(f'dst {dst} must be outside src {src} (and the other way round)')
 
 
-def plan_split(src: str, dst: str, split: str, anonymizer: base.Anonymizer, fmt: str
-               ) -> list[Task]:
+def plan_split(src: str, dst: str, split: str, anonymizer: base.Anonymizer, fmt: str) -> list[Task]:
     """The tasks of one split, every input checked (module docstring, "Untrusted input")."""
     txt, _ = wider.require_split(src, split)
     root_paths.resolve_inside(src, f'wider_face_split/{os.path.basename(txt)}', txt)
@@ -94,8 +97,10 @@ def plan_split(src: str, dst: str, split: str, anonymizer: base.Anonymizer, fmt:
         where = f'{txt}:{ann.line}'
         out_name = wider_copy.output_name(ann.name, fmt)
         if out_name in outputs:
-            raise ValueError(f'{where}: {ann.name} and {outputs[out_name]} would both be written '
-                             f'as {out_name}; rename one (output names must be one-to-one)')
+            raise ValueError(
+                f'{where}: {ann.name} and {outputs[out_name]} would both be written '
+                f'as {out_name}; rename one (output names must be one-to-one)'
+            )
         outputs[out_name] = f'{ann.name} (line {ann.line})'
         source = root_paths.resolve_inside(src, f'WIDER_{split}/images/{ann.name}', where)
         output = root_paths.resolve_inside(dst, f'WIDER_{split}/images/{out_name}', where)

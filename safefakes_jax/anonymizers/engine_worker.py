@@ -56,18 +56,30 @@ def init_worker(anonymizer: base.Anonymizer, settings: Settings, pool: bool) -> 
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # The parent handles Ctrl-C.
         parent = multiprocessing.parent_process()
         if parent is not None:
-            threading.Thread(target=_exit_with_parent, args=(parent.sentinel,),
-                             daemon=True).start()
+            threading.Thread(target=_exit_with_parent, args=(parent.sentinel,), daemon=True).start()
     cv2.setNumThreads(1)  # One process per core; no nested thread pools.
     WORKER.update(anonymizer=anonymizer, settings=settings)
 
 
-def _entry(task: Task, settings: Settings, status: str, source_sha: str | None,
-           output_sha: str | None, faces: list[str]) -> dict:
-    return {'split': task.split, 'image': task.name,
-            'output': task.out_name if status == 'ok' else None, 'status': status,
-            'source_sha256': source_sha, 'output_sha256': output_sha, 'faces': faces,
-            'method': settings.method, 'config_hash': settings.config_hash}
+def _entry(
+    task: Task,
+    settings: Settings,
+    status: str,
+    source_sha: str | None,
+    output_sha: str | None,
+    faces: list[str],
+) -> dict:
+    return {
+        'split': task.split,
+        'image': task.name,
+        'output': task.out_name if status == 'ok' else None,
+        'status': status,
+        'source_sha256': source_sha,
+        'output_sha256': output_sha,
+        'faces': faces,
+        'method': settings.method,
+        'config_hash': settings.config_hash,
+    }
 
 
 def _failed(task: Task, settings: Settings, reason: str, source_sha: str | None) -> dict:
@@ -79,8 +91,12 @@ def _failed(task: Task, settings: Settings, reason: str, source_sha: str | None)
 
 
 def _valid(result: base.Result, item: base.Item) -> bool:
-    return (isinstance(result, base.Result) and result.image.shape == item.image.shape
-            and result.image.dtype == np.uint8 and len(result.records) == len(item.boxes))
+    return (
+        isinstance(result, base.Result)
+        and result.image.shape == item.image.shape
+        and result.image.dtype == np.uint8
+        and len(result.records) == len(item.boxes)
+    )
 
 
 def _anonymize(anonymizer: base.Anonymizer, items: list[base.Item]) -> list[base.Result]:
@@ -112,8 +128,9 @@ def decode_chunk(tasks: Sequence[Task]) -> tuple[list, list[tuple[int, str, np.n
     out: list[tuple[dict, bool] | None] = [None] * len(tasks)
     pending: list[tuple[int, str, np.ndarray]] = []
     for i, task in enumerate(tasks):
-        if mf.entry_is_done(task.previous, settings.config_hash, task.source, task.output,
-                            task.out_name):
+        if mf.entry_is_done(
+            task.previous, settings.config_hash, task.source, task.output, task.out_name
+        ):
             out[i] = (task.previous, True)
             continue
         try:
@@ -123,8 +140,7 @@ def decode_chunk(tasks: Sequence[Task]) -> tuple[list, list[tuple[int, str, np.n
             out[i] = (_failed(task, settings, 'missing_source', None), False)
             continue
         except OSError as e:  # A folder, no permission, an I/O error: report, go on.
-            out[i] = (_failed(task, settings, f'unreadable_source:{type(e).__name__}', None),
-                      False)
+            out[i] = (_failed(task, settings, f'unreadable_source:{type(e).__name__}', None), False)
             continue
         source_sha = hashlib.sha256(data).hexdigest()
         try:
@@ -135,36 +151,56 @@ def decode_chunk(tasks: Sequence[Task]) -> tuple[list, list[tuple[int, str, np.n
 
 
 def items_of(tasks: Sequence[Task], pending, seed: int) -> list[base.Item]:
-    return [base.Item(image, tasks[i].boxes, tasks[i].keypoints,
-                      np.random.default_rng(image_seed(seed, tasks[i].name)))
-            for i, _, image in pending]
+    return [
+        base.Item(
+            image,
+            tasks[i].boxes,
+            tasks[i].keypoints,
+            np.random.default_rng(image_seed(seed, tasks[i].name)),
+        )
+        for i, _, image in pending
+    ]
 
 
-def encode_chunk(tasks: Sequence[Task], out: list, pending, results: Sequence[base.Result]
-                  ) -> list[tuple[dict, bool]]:
+def encode_chunk(
+    tasks: Sequence[Task], out: list, pending, results: Sequence[base.Result]
+) -> list[tuple[dict, bool]]:
     """Worker: encodes and writes the anonymized images of a chunk; returns every entry."""
     settings = WORKER['settings']
     for (i, source_sha, _), result in zip(pending, results, strict=True):
         task = tasks[i]
-        data = images.encode(result.image, settings.image_format,
-                             jpeg_quality=settings.jpeg_quality,
-                             png_compression=settings.png_compression)
+        data = images.encode(
+            result.image,
+            settings.image_format,
+            jpeg_quality=settings.jpeg_quality,
+            png_compression=settings.png_compression,
+        )
         atomic_io.write_bytes(task.output, data)
-        out[i] = (_entry(task, settings, 'ok', source_sha, hashlib.sha256(data).hexdigest(),
-                         list(result.records)), False)
+        out[i] = (
+            _entry(
+                task,
+                settings,
+                'ok',
+                source_sha,
+                hashlib.sha256(data).hexdigest(),
+                list(result.records),
+            ),
+            False,
+        )
     return out
 
 
-def anonymize_in_batches(anonymizer: base.Anonymizer, items: list[base.Item],
-                          pad: bool) -> list[base.Result]:
+def anonymize_in_batches(
+    anonymizer: base.Anonymizer, items: list[base.Item], pad: bool
+) -> list[base.Result]:
     """`_anonymize` over groups of `batch_size`; with `pad` the last group is filled up with
     copies of its last item (results dropped) so that every call has the same size."""
     step = max(1, int(anonymizer.batch_size))
     results = []
     for start in range(0, len(items), step):
-        group = items[start:start + step]
+        group = items[start : start + step]
         filler = [group[-1]] * (step - len(group)) if pad else []
-        results += _anonymize(anonymizer, group + filler)[:len(group)]
+        results += _anonymize(anonymizer, group + filler)[: len(group)]
     return results
 
 

@@ -104,8 +104,10 @@ def model_dir() -> str:
     """
     spec = importlib.util.find_spec('face_recognition_models')
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError('package face_recognition_models not installed (pip install '
-                                'face-recognition-models); it holds the dlib model files')
+        raise FileNotFoundError(
+            'package face_recognition_models not installed (pip install '
+            'face-recognition-models); it holds the dlib model files'
+        )
     folder = os.path.join(list(spec.submodule_search_locations)[0], 'models')
     for name in (SHAPE_PREDICTOR, RECOGNITION_MODEL):
         if not os.path.isfile(os.path.join(folder, name)):
@@ -128,8 +130,9 @@ class IdentityModel:
         self.recognizer = dlib.face_recognition_model_v1(os.path.join(folder, RECOGNITION_MODEL))
         self.detector = dlib.get_frontal_face_detector()
 
-    def face_score(self, image: np.ndarray, box_xywh: Sequence[int],
-                   min_score: float) -> float | None:
+    def face_score(
+        self, image: np.ndarray, box_xywh: Sequence[int], min_score: float
+    ) -> float | None:
         """The best HOG score >= `min_score` of a face overlapping `box_xywh` (IoU >= 0.3),
         detected in a crop around the box rescaled to a 120 px box (module docstring); None
         when there is none."""
@@ -144,9 +147,11 @@ class IdentityModel:
         if x1 <= x0 or y1 <= y0:
             return None
         scale = DETECT_BOX_PX / max(w, h)
-        crop = cv2.resize(image[y0:y1, x0:x1],
-                          (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))),
-                          interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        crop = cv2.resize(
+            image[y0:y1, x0:x1],
+            (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))),
+            interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+        )
         box = ((x - x0) * scale, (y - y0) * scale, w * scale, h * scale)
         rects, scores, _ = self.detector.run(np.ascontiguousarray(crop), 0, float(min_score))
         best = None
@@ -172,8 +177,9 @@ class IdentityModel:
         out = self.recognizer.compute_face_descriptor(_rgb(image), batch, 0, CHIP_PADDING)
         return np.asarray([np.asarray(d) for d in out], np.float32).reshape(-1, 128)
 
-    def distances(self, original: np.ndarray, anonymized: np.ndarray,
-                  boxes_xywh: Sequence[Sequence[int]]) -> np.ndarray:
+    def distances(
+        self, original: np.ndarray, anonymized: np.ndarray, boxes_xywh: Sequence[Sequence[int]]
+    ) -> np.ndarray:
         """float32 [len(boxes)] descriptor distances of the faces in `boxes_xywh`, both images
         aligned with the original's landmarks (so the same region is compared).
 
@@ -189,10 +195,14 @@ class IdentityModel:
         b = self.descriptors(anonymized, shapes)
         return np.linalg.norm(a - b, axis=1).astype(np.float32)
 
-    def check(self, original: np.ndarray, anonymized: np.ndarray,
-              boxes_xywh: Sequence[Sequence[int]],
-              original_min_score: float = ORIGINAL_MIN_SCORE,
-              anonymized_min_score: float = ANONYMIZED_MIN_SCORE) -> list[IdentityCheck]:
+    def check(
+        self,
+        original: np.ndarray,
+        anonymized: np.ndarray,
+        boxes_xywh: Sequence[Sequence[int]],
+        original_min_score: float = ORIGINAL_MIN_SCORE,
+        anonymized_min_score: float = ANONYMIZED_MIN_SCORE,
+    ) -> list[IdentityCheck]:
         """The gated identity verdict on each face (module docstring).
 
         Args:
@@ -222,8 +232,8 @@ class IdentityModel:
             dist = self.distances(original, anonymized, [boxes_xywh[i] for i in found])
             for i, d in zip(found, dist, strict=True):
                 checks[i] = dataclasses.replace(
-                    checks[i], status=MATCH if d < MATCH_THRESHOLD else NO_MATCH,
-                    distance=float(d))
+                    checks[i], status=MATCH if d < MATCH_THRESHOLD else NO_MATCH, distance=float(d)
+                )
         return checks
 
 

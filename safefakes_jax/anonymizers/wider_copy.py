@@ -25,10 +25,20 @@ from safefakes_jax.data import atomic_io, landmarks_sidecar, root_paths, wider
 
 GROUND_TRUTH_DIR = 'eval_tools/ground_truth'
 # The variables of the official ground-truth .mat files (wider_face_val.mat, wider_*_val.mat).
-GROUND_TRUTH_VARIABLES = frozenset({
-    'event_list', 'file_list', 'face_bbx_list', 'gt_list', 'blur_label_list',
-    'expression_label_list', 'illumination_label_list', 'invalid_label_list',
-    'occlusion_label_list', 'pose_label_list'})
+GROUND_TRUTH_VARIABLES = frozenset(
+    {
+        'event_list',
+        'file_list',
+        'face_bbx_list',
+        'gt_list',
+        'blur_label_list',
+        'expression_label_list',
+        'illumination_label_list',
+        'invalid_label_list',
+        'occlusion_label_list',
+        'pose_label_list',
+    }
+)
 
 
 def output_name(name: str, image_format: str) -> str:
@@ -49,13 +59,13 @@ def copy_bbx_gt(src_txt: str, dst_txt: str, drop: set[str], image_format: str) -
     text = raw.decode('utf-8')
     lines = text.splitlines(keepends=True)
     starts = [ann.line - 1 for ann in annotations] + [len(lines)]
-    out = lines[:starts[0]]
+    out = lines[: starts[0]]
     for ann, start, end in zip(annotations, starts, starts[1:], strict=False):
         if ann.name in drop:
             continue
         new = output_name(ann.name, image_format)
         out.append(lines[start].replace(ann.name, new, 1) if new != ann.name else lines[start])
-        out.extend(lines[start + 1:end])
+        out.extend(lines[start + 1 : end])
     new_text = ''.join(out)
     if new_text == text:
         atomic_io.write_bytes(dst_txt, raw)
@@ -99,11 +109,14 @@ def ground_truth_files(src: str) -> list[str]:
         try:
             variables = {v[0] for v in scipy.io.whosmat(path)}
         except Exception as e:  # scipy raises several types for files that are not .mat.
-            raise ValueError(f'{path}: not a MATLAB ground-truth file ({e}); refusing to copy '
-                             'it') from None
+            raise ValueError(
+                f'{path}: not a MATLAB ground-truth file ({e}); refusing to copy it'
+            ) from None
         if not variables <= GROUND_TRUTH_VARIABLES:
-            raise ValueError(f'{path}: variables {sorted(variables - GROUND_TRUTH_VARIABLES)} '
-                             'are not WIDER ground truth; refusing to copy it')
+            raise ValueError(
+                f'{path}: variables {sorted(variables - GROUND_TRUTH_VARIABLES)} '
+                'are not WIDER ground truth; refusing to copy it'
+            )
         names.append(name)
     return names
 
@@ -115,8 +128,9 @@ def copy_files(src: str, dst: str, names: Sequence[str]) -> None:
             atomic_io.write_bytes(os.path.join(dst, name), f.read())
 
 
-def load_keypoints(src: str, split: str, annotations: Sequence[wider.ImageAnnotation]
-                   ) -> list[list[dict | None] | None]:
+def load_keypoints(
+    src: str, split: str, annotations: Sequence[wider.ImageAnnotation]
+) -> list[list[dict | None] | None]:
     """Per image, per face keypoints from `src/landmarks/<split>.jsonl` (None where missing or
     where the sidecar's box disagrees with the annotation's)."""
     path = landmarks_sidecar.path(src, split)
@@ -135,9 +149,12 @@ def load_keypoints(src: str, split: str, annotations: Sequence[wider.ImageAnnota
             if f is None or list(f.get('box', [])) != box.tolist():
                 per_face.append(None)
             else:
-                per_face.append({key: np.asarray(f[key], np.float32)
-                                 for key in ('keypoints7', 'landmarks68') if key in f})
+                per_face.append(
+                    {
+                        key: np.asarray(f[key], np.float32)
+                        for key in ('keypoints7', 'landmarks68')
+                        if key in f
+                    }
+                )
         out.append(per_face)
     return out
-
-

@@ -32,8 +32,7 @@ def atomic_open(path: str | os.PathLike, mode: str = 'w', **kwargs) -> Iterator[
     path = os.fspath(path)
     folder = os.path.dirname(path) or '.'
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.',
-                               suffix='.tmp')
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f

@@ -43,8 +43,13 @@ import numpy as np
 
 DAS_ANCHORS = (16, 32, 64, 128, 256, 512)
 # cv2 interpolations drawn uniformly (the reference's DAS set; its PIL set is similar).
-INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST,
-                  cv2.INTER_LANCZOS4)
+INTERPOLATIONS = (
+    cv2.INTER_LINEAR,
+    cv2.INTER_CUBIC,
+    cv2.INTER_AREA,
+    cv2.INTER_NEAREST,
+    cv2.INTER_LANCZOS4,
+)
 RGB_MEAN = (123, 117, 104)
 _MAX_SCALED_PIXELS = 12000.0 * 12000.0  # DAS cap on the virtual scaled image (reference).
 _TRIES = 50
@@ -81,10 +86,12 @@ class Geometry:
 def _iou_one_to_many(rect: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Continuous IoU between `rect` [..., 4] and `boxes` [N, 4] (xyxy), shape [..., N]."""
     rect = rect[..., None, :]
-    iw = np.clip(np.minimum(rect[..., 2], boxes[:, 2]) - np.maximum(rect[..., 0], boxes[:, 0]),
-                 0, None)
-    ih = np.clip(np.minimum(rect[..., 3], boxes[:, 3]) - np.maximum(rect[..., 1], boxes[:, 1]),
-                 0, None)
+    iw = np.clip(
+        np.minimum(rect[..., 2], boxes[:, 2]) - np.maximum(rect[..., 0], boxes[:, 0]), 0, None
+    )
+    ih = np.clip(
+        np.minimum(rect[..., 3], boxes[:, 3]) - np.maximum(rect[..., 1], boxes[:, 1]), 0, None
+    )
     inter = iw * ih
     area_r = (rect[..., 2] - rect[..., 0]) * (rect[..., 3] - rect[..., 1])
     area_b = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -94,12 +101,17 @@ def _iou_one_to_many(rect: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 def _fully_inside(rect: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """[..., N] whether each box lies inside `rect` [..., 4] (edges included)."""
     rect = rect[..., None, :]
-    return ((rect[..., 0] <= boxes[:, 0]) & (rect[..., 1] <= boxes[:, 1])
-            & (rect[..., 2] >= boxes[:, 2]) & (rect[..., 3] >= boxes[:, 3]))
+    return (
+        (rect[..., 0] <= boxes[:, 0])
+        & (rect[..., 1] <= boxes[:, 1])
+        & (rect[..., 2] >= boxes[:, 2])
+        & (rect[..., 3] >= boxes[:, 3])
+    )
 
 
-def data_anchor_sampling(boxes: np.ndarray, width: int, height: int, rng: np.random.Generator,
-                         out_size: int = 640) -> np.ndarray | None:
+def data_anchor_sampling(
+    boxes: np.ndarray, width: int, height: int, rng: np.random.Generator, out_size: int = 640
+) -> np.ndarray | None:
     """Data-anchor-sampling window (PyramidBox / DSFD), in source pixels.
 
     Args:
@@ -150,8 +162,9 @@ def data_anchor_sampling(boxes: np.ndarray, width: int, height: int, rng: np.ran
     return window
 
 
-def ssd_square_crop(boxes: np.ndarray, width: int, height: int,
-                    rng: np.random.Generator) -> np.ndarray | None:
+def ssd_square_crop(
+    boxes: np.ndarray, width: int, height: int, rng: np.random.Generator
+) -> np.ndarray | None:
     """SSD-style square crop (reference `generate_batch_samples` + `crop_image`), source pixels.
 
     Five samplers (scale 1, then four at U(0.3, 1) of the short side) make up to 50 tries each
@@ -182,8 +195,13 @@ def ssd_square_crop(boxes: np.ndarray, width: int, height: int,
     return window
 
 
-def transform_boxes(boxes: np.ndarray, window: np.ndarray, out_size: int,
-                    min_face_px: float = 6.0, mirror: bool = False) -> np.ndarray:
+def transform_boxes(
+    boxes: np.ndarray,
+    window: np.ndarray,
+    out_size: int,
+    min_face_px: float = 6.0,
+    mirror: bool = False,
+) -> np.ndarray:
     """Maps source boxes into the output image of `window`.
 
     Keeps the boxes whose centre lies strictly inside the window, clips them to the output
@@ -275,9 +293,17 @@ def apply_photometric(image: np.ndarray, params: np.ndarray) -> np.ndarray:
     return out
 
 
-def sample_geometry(boxes: np.ndarray, width: int, height: int, rng: np.random.Generator, *,
-                    out_size: int = 640, anchor_sampling_prob: float = 0.4,
-                    min_face_px: float = 6.0, augment: bool = True) -> Geometry:
+def sample_geometry(
+    boxes: np.ndarray,
+    width: int,
+    height: int,
+    rng: np.random.Generator,
+    *,
+    out_size: int = 640,
+    anchor_sampling_prob: float = 0.4,
+    min_face_px: float = 6.0,
+    augment: bool = True,
+) -> Geometry:
     """Draws the random geometry and photometric parameters of one example.
 
     Args:
@@ -296,8 +322,14 @@ def sample_geometry(boxes: np.ndarray, width: int, height: int, rng: np.random.G
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     whole = np.array([0, 0, width, height], np.int64)
     if not augment:
-        return Geometry(whole, transform_boxes(boxes, whole, out_size, 0.0), cv2.INTER_LINEAR,
-                        False, PHOTOMETRIC_IDENTITY.copy(), 'whole')
+        return Geometry(
+            whole,
+            transform_boxes(boxes, whole, out_size, 0.0),
+            cv2.INTER_LINEAR,
+            False,
+            PHOTOMETRIC_IDENTITY.copy(),
+            'whole',
+        )
     photometric = sample_photometric(rng)
     use_das = rng.uniform() < anchor_sampling_prob
     interpolation = INTERPOLATIONS[int(rng.integers(len(INTERPOLATIONS)))]
@@ -310,8 +342,9 @@ def sample_geometry(boxes: np.ndarray, width: int, height: int, rng: np.random.G
             window, branch = ssd_square_crop(boxes, width, height, rng), 'ssd'
     out = None
     # A window must show at least one source pixel (the decoder crops to window ∩ image).
-    if window is not None and (window[0] < width and window[1] < height and window[2] > 0
-                               and window[3] > 0):
+    if window is not None and (
+        window[0] < width and window[1] < height and window[2] > 0 and window[3] > 0
+    ):
         out = transform_boxes(boxes, window, out_size, min_face_px, mirror)
     if out is None or not len(out):
         window, branch = whole, 'whole'
@@ -319,10 +352,16 @@ def sample_geometry(boxes: np.ndarray, width: int, height: int, rng: np.random.G
     return Geometry(window, out, interpolation, mirror, photometric, branch)
 
 
-def render(crop: np.ndarray, window: np.ndarray, crop_origin: tuple[int, int], out_size: int,
-           interpolation: int = cv2.INTER_LINEAR, mirror: bool = False,
-           photometric: np.ndarray | None = None,
-           pad_value: tuple[int, int, int] = RGB_MEAN) -> np.ndarray:
+def render(
+    crop: np.ndarray,
+    window: np.ndarray,
+    crop_origin: tuple[int, int],
+    out_size: int,
+    interpolation: int = cv2.INTER_LINEAR,
+    mirror: bool = False,
+    photometric: np.ndarray | None = None,
+    pad_value: tuple[int, int, int] = RGB_MEAN,
+) -> np.ndarray:
     """Renders the output image of `window` from the decoded part of the source inside it.
 
     Args:
@@ -349,8 +388,9 @@ def render(crop: np.ndarray, window: np.ndarray, crop_origin: tuple[int, int], o
     bottom = min(int(round((cy + h - y0) * sy)), out_size)
     if right <= left or bottom <= top:
         return np.full((out_size, out_size, 3), pad_value, np.uint8)
-    pixels = cv2.resize(np.ascontiguousarray(crop), (right - left, bottom - top),
-                        interpolation=interpolation)
+    pixels = cv2.resize(
+        np.ascontiguousarray(crop), (right - left, bottom - top), interpolation=interpolation
+    )
     if photometric is not None:
         pixels = apply_photometric(pixels, photometric)
     if (left, top, right, bottom) == (0, 0, out_size, out_size):
@@ -375,11 +415,14 @@ def pad_boxes(boxes: np.ndarray, max_boxes: int) -> tuple[np.ndarray, int]:
         with _warned_lock:
             if not _warned:
                 _warned = True
-                warnings.warn(f'an example has {len(boxes)} faces > max_boxes={max_boxes}; '
-                              'keeping the largest (warned once)', stacklevel=2)
+                warnings.warn(
+                    f'an example has {len(boxes)} faces > max_boxes={max_boxes}; '
+                    'keeping the largest (warned once)',
+                    stacklevel=2,
+                )
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         keep = np.sort(np.argsort(-area, kind='stable')[:max_boxes])
         boxes = boxes[keep]
     out = np.zeros((max_boxes, 4), np.float32)
-    out[:len(boxes)] = boxes
+    out[: len(boxes)] = boxes
     return out, len(boxes)

@@ -72,8 +72,9 @@ def _options() -> tf.data.Options:
     return options
 
 
-def _read_host_split(root, split: str, data_dir, process_index: int,
-                     process_count: int) -> tuple[tf.data.Dataset, int]:
+def _read_host_split(
+    root, split: str, data_dir, process_index: int, process_count: int
+) -> tuple[tf.data.Dataset, int]:
     """This host's examples in on-disk order (image bytes undecoded) and the split's size."""
     builder = tfds_wider.prepare(root, data_dir)
     tfds_wider.check_split(builder, split)
@@ -82,8 +83,12 @@ def _read_host_split(root, split: str, data_dir, process_index: int,
     host_split = tfds.even_splits(split, process_count)[process_index]
     # No autocache: the training stream re-reads the records once per epoch by design.
     read_config = tfds.ReadConfig(try_autocache=False)
-    ds = builder.as_dataset(split=host_split, decoders={'image': tfds.decode.SkipDecoding()},
-                            shuffle_files=False, read_config=read_config)
+    ds = builder.as_dataset(
+        split=host_split,
+        decoders={'image': tfds.decode.SkipDecoding()},
+        shuffle_files=False,
+        read_config=read_config,
+    )
     return ds, total
 
 
@@ -103,54 +108,96 @@ def _select(ex: dict) -> dict:
 # --------------------------------------------------------------------------- training
 
 
-def _geometry_np(position, boxes, width, height, *, seed, process_index, image_size, max_boxes,
-                 augment, anchor_sampling_prob, min_face_px):
+def _geometry_np(
+    position,
+    boxes,
+    width,
+    height,
+    *,
+    seed,
+    process_index,
+    image_size,
+    max_boxes,
+    augment,
+    anchor_sampling_prob,
+    min_face_px,
+):
     """numpy_function body: the random geometry of one example, from the boxes alone."""
     width, height = int(width), int(height)
     rng = np.random.default_rng([seed, process_index, int(position)])
     boxes_px = boxes.astype(np.float64) * [width, height, width, height]
-    g = aug.sample_geometry(boxes_px, width, height, rng, out_size=image_size,
-                            anchor_sampling_prob=anchor_sampling_prob, min_face_px=min_face_px,
-                            augment=augment)
+    g = aug.sample_geometry(
+        boxes_px,
+        width,
+        height,
+        rng,
+        out_size=image_size,
+        anchor_sampling_prob=anchor_sampling_prob,
+        min_face_px=min_face_px,
+        augment=augment,
+    )
     padded, n = aug.pad_boxes(g.boxes, max_boxes)
-    return (g.window.astype(np.int32), padded, np.int32(n), np.int32(g.interpolation),
-            np.bool_(g.mirror), g.photometric.astype(np.float32))
+    return (
+        g.window.astype(np.int32),
+        padded,
+        np.int32(n),
+        np.int32(g.interpolation),
+        np.bool_(g.mirror),
+        g.photometric.astype(np.float32),
+    )
 
 
-def _render_np(crop, window, origin, interpolation, mirror, photometric, *, image_size,
-               pad_value):
+def _render_np(crop, window, origin, interpolation, mirror, photometric, *, image_size, pad_value):
     """numpy_function body: crop pixels -> the S x S augmented image."""
-    return aug.render(crop, window, (int(origin[0]), int(origin[1])), image_size,
-                      int(interpolation), bool(mirror), photometric, pad_value)
+    return aug.render(
+        crop,
+        window,
+        (int(origin[0]), int(origin[1])),
+        image_size,
+        int(interpolation),
+        bool(mirror),
+        photometric,
+        pad_value,
+    )
 
 
 def _decode_crop(encoded, fmt, y0, x0, height, width) -> tf.Tensor:
     """The window `[y0:y0+height, x0:x0+width]` of a JPEG (decoding only that part) or PNG."""
     return tf.cond(
         tf.equal(fmt, 'png'),
-        lambda: tf.io.decode_png(encoded, channels=3)[y0:y0 + height, x0:x0 + width],
-        lambda: tf.io.decode_and_crop_jpeg(encoded, tf.stack([y0, x0, height, width]),
-                                           channels=3))
+        lambda: tf.io.decode_png(encoded, channels=3)[y0 : y0 + height, x0 : x0 + width],
+        lambda: tf.io.decode_and_crop_jpeg(encoded, tf.stack([y0, x0, height, width]), channels=3),
+    )
 
 
 def _decode(encoded, fmt) -> tf.Tensor:
     """The whole JPEG or PNG image, uint8 [H, W, 3]."""
-    return tf.cond(tf.equal(fmt, 'png'), lambda: tf.io.decode_png(encoded, channels=3),
-                   lambda: tf.io.decode_jpeg(encoded, channels=3))
+    return tf.cond(
+        tf.equal(fmt, 'png'),
+        lambda: tf.io.decode_png(encoded, channels=3),
+        lambda: tf.io.decode_jpeg(encoded, channels=3),
+    )
 
 
 def _augment(position, ex, *, geometry_fn, render_fn, image_size: int, max_boxes: int) -> dict:
     window, boxes, n, interp, mirror, photometric = tf.numpy_function(
-        geometry_fn, [position, ex['boxes'], ex['width'], ex['height']],
-        [tf.int32, tf.float32, tf.int32, tf.int32, tf.bool, tf.float32], stateful=False)
+        geometry_fn,
+        [position, ex['boxes'], ex['width'], ex['height']],
+        [tf.int32, tf.float32, tf.int32, tf.int32, tf.bool, tf.float32],
+        stateful=False,
+    )
     # Decode only the part of the image inside the window (the rest is padding or cropped away).
     x0 = tf.maximum(window[0], 0)
     y0 = tf.maximum(window[1], 0)
     x1 = tf.minimum(window[2], ex['width'])
     y1 = tf.minimum(window[3], ex['height'])
     crop = _decode_crop(ex['encoded'], ex['format'], y0, x0, y1 - y0, x1 - x0)
-    image = tf.numpy_function(render_fn, [crop, window, tf.stack([x0, y0]), interp, mirror,
-                                          photometric], tf.uint8, stateful=False)
+    image = tf.numpy_function(
+        render_fn,
+        [crop, window, tf.stack([x0, y0]), interp, mirror, photometric],
+        tf.uint8,
+        stateful=False,
+    )
     image = tf.ensure_shape(image, [image_size, image_size, 3])
     boxes = tf.ensure_shape(boxes, [max_boxes, 4])
     return {
@@ -168,14 +215,24 @@ def _epoch_shuffle_seed(seed: int, epoch: tf.Tensor) -> tf.Tensor:
     return tf.random.stateless_uniform([], pair, minval=0, maxval=2**62, dtype=tf.int64)
 
 
-def make_train_dataset(root: str | os.PathLike, *, batch_size: int, image_size: int = 640,
-                       max_boxes: int = DEFAULT_MAX_BOXES, seed: int = 0,
-                       data_dir: str | os.PathLike | None = None, augment: bool = True,
-                       anchor_sampling_prob: float = 0.4, min_face_px: float = 6.0,
-                       shuffle_buffer: int = 1000, start_position: int = 0, split: str = 'train',
-                       pad_value: tuple[int, int, int] = aug.RGB_MEAN,
-                       process_index: int | None = None,
-                       process_count: int | None = None) -> tf.data.Dataset:
+def make_train_dataset(
+    root: str | os.PathLike,
+    *,
+    batch_size: int,
+    image_size: int = 640,
+    max_boxes: int = DEFAULT_MAX_BOXES,
+    seed: int = 0,
+    data_dir: str | os.PathLike | None = None,
+    augment: bool = True,
+    anchor_sampling_prob: float = 0.4,
+    min_face_px: float = 6.0,
+    shuffle_buffer: int = 1000,
+    start_position: int = 0,
+    split: str = 'train',
+    pad_value: tuple[int, int, int] = aug.RGB_MEAN,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> tf.data.Dataset:
     """The infinite, shuffled, augmented training pipeline of one host.
 
     Args:
@@ -214,8 +271,9 @@ def make_train_dataset(root: str | os.PathLike, *, batch_size: int, image_size: 
     def epoch(e):
         ds = records
         if shuffle_buffer > 1:
-            ds = ds.shuffle(shuffle_buffer, seed=_epoch_shuffle_seed(seed, e),
-                            reshuffle_each_iteration=False)
+            ds = ds.shuffle(
+                shuffle_buffer, seed=_epoch_shuffle_seed(seed, e), reshuffle_each_iteration=False
+            )
         return ds.enumerate(start=e * n)
 
     first_epoch, offset = divmod(int(start_position), n)
@@ -224,13 +282,27 @@ def make_train_dataset(root: str | os.PathLike, *, batch_size: int, image_size: 
         ds = ds.skip(offset)  # Cheap: records are not decoded before the augmentation map.
     ds = ds.filter(lambda position, ex: tf.shape(ex['boxes'])[0] > 0)
     geometry_fn = functools.partial(
-        _geometry_np, seed=int(seed), process_index=pi, image_size=image_size,
-        max_boxes=max_boxes, augment=augment, anchor_sampling_prob=anchor_sampling_prob,
-        min_face_px=min_face_px)
+        _geometry_np,
+        seed=int(seed),
+        process_index=pi,
+        image_size=image_size,
+        max_boxes=max_boxes,
+        augment=augment,
+        anchor_sampling_prob=anchor_sampling_prob,
+        min_face_px=min_face_px,
+    )
     render_fn = functools.partial(_render_np, image_size=image_size, pad_value=pad_value)
-    ds = ds.map(functools.partial(_augment, geometry_fn=geometry_fn, render_fn=render_fn,
-                                  image_size=image_size, max_boxes=max_boxes),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(
+        functools.partial(
+            _augment,
+            geometry_fn=geometry_fn,
+            render_fn=render_fn,
+            image_size=image_size,
+            max_boxes=max_boxes,
+        ),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     ds = ds.batch(batch_size, drop_remainder=True)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
@@ -259,8 +331,9 @@ def _eval_example(ex: dict, *, image_size: int, max_boxes: int, letterbox: bool)
     image = tf.image.pad_to_bounding_box(image, 0, 0, image_size, image_size)
     sx, sy = new_w / width, new_h / height
     boxes = ex['boxes'] * tf.stack([width * sx, height * sy, width * sx, height * sy])
-    boxes, n = tf.numpy_function(_pad_boxes_np, [boxes, max_boxes], [tf.float32, tf.int32],
-                                 stateful=False)
+    boxes, n = tf.numpy_function(
+        _pad_boxes_np, [boxes, max_boxes], [tf.float32, tf.int32], stateful=False
+    )
     return {
         'image': tf.ensure_shape(image, [image_size, image_size, 3]),
         'boxes': tf.ensure_shape(boxes, [max_boxes, 4]),
@@ -289,11 +362,18 @@ def num_eval_batches(num_examples: int, batch_size: int, process_count: int) -> 
     return max(1, math.ceil(math.ceil(num_examples / process_count) / batch_size))
 
 
-def make_eval_dataset(root: str | os.PathLike, *, batch_size: int, image_size: int = 640,
-                      max_boxes: int = DEFAULT_MAX_BOXES, split: str = 'val',
-                      data_dir: str | os.PathLike | None = None, letterbox: bool = True,
-                      process_index: int | None = None,
-                      process_count: int | None = None) -> tf.data.Dataset:
+def make_eval_dataset(
+    root: str | os.PathLike,
+    *,
+    batch_size: int,
+    image_size: int = 640,
+    max_boxes: int = DEFAULT_MAX_BOXES,
+    split: str = 'val',
+    data_dir: str | os.PathLike | None = None,
+    letterbox: bool = True,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> tf.data.Dataset:
     """The finite, unaugmented evaluation pipeline of one host, in file order.
 
     Every host yields `num_eval_batches(...)` batches (the same number, so that collective
@@ -321,9 +401,13 @@ def make_eval_dataset(root: str | os.PathLike, *, batch_size: int, image_size: i
     pi, pc = _host(process_index, process_count)
     ds, total = _read_host_split(root, split, data_dir, pi, pc)
     ds = ds.map(_select, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.map(functools.partial(_eval_example, image_size=image_size, max_boxes=max_boxes,
-                                  letterbox=letterbox),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(
+        functools.partial(
+            _eval_example, image_size=image_size, max_boxes=max_boxes, letterbox=letterbox
+        ),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     n_batches = num_eval_batches(total, batch_size, pc)
     padding = tf.data.Dataset.from_tensors(_padding_example(image_size, max_boxes)).repeat()
     ds = ds.concatenate(padding).take(n_batches * batch_size)

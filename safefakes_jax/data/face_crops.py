@@ -27,10 +27,25 @@ import numpy as np
 from safefakes_jax.data import atomic_io, images, landmarks_sidecar, root_paths, wider
 
 EXPANSION = 0.35
-KEYPOINT_NAMES = ('nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear', 'left_shoulder',
-                  'right_shoulder')
-_ARRAYS = ('images', 'boxes', 'keypoints7', 'landmarks68', 'identity', 'source_image',
-           'face_index', 'crop_boxes')
+KEYPOINT_NAMES = (
+    'nose',
+    'left_eye',
+    'right_eye',
+    'left_ear',
+    'right_ear',
+    'left_shoulder',
+    'right_shoulder',
+)
+_ARRAYS = (
+    'images',
+    'boxes',
+    'keypoints7',
+    'landmarks68',
+    'identity',
+    'source_image',
+    'face_index',
+    'crop_boxes',
+)
 
 
 @dataclasses.dataclass
@@ -67,16 +82,22 @@ class FaceCrops:
         """Writes an uncompressed `.npz` atomically (loads without pickle)."""
         arrays = {k: getattr(self, k) for k in _ARRAYS}
         arrays['skipped_reasons'] = np.array(sorted(self.skipped), dtype=str)
-        arrays['skipped_counts'] = np.array([self.skipped[k] for k in sorted(self.skipped)],
-                                            np.int64)
+        arrays['skipped_counts'] = np.array(
+            [self.skipped[k] for k in sorted(self.skipped)], np.int64
+        )
         with atomic_io.atomic_open(path, 'wb') as f:
             np.savez(f, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FaceCrops:
         with np.load(path) as z:
-            skipped = dict(zip(z['skipped_reasons'].tolist(),
-                               (int(c) for c in z['skipped_counts']), strict=True))
+            skipped = dict(
+                zip(
+                    z['skipped_reasons'].tolist(),
+                    (int(c) for c in z['skipped_counts']),
+                    strict=True,
+                )
+            )
             return cls(**{k: z[k] for k in _ARRAYS}, skipped=skipped)
 
 
@@ -96,7 +117,7 @@ def cut(image: np.ndarray, crop_xyxy, size: int) -> np.ndarray:
     out = np.zeros((y2 - y1, x2 - x1) + image.shape[2:], image.dtype)
     sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
     if sx2 > sx1 and sy2 > sy1:
-        out[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = image[sy1:sy2, sx1:sx2]
+        out[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
     if out.shape[0] == size:
         return out
     interp = cv2.INTER_AREA if out.shape[0] > size else cv2.INTER_LINEAR
@@ -124,13 +145,20 @@ def read_sidecar(root: str | os.PathLike, split: str) -> list[dict]:
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f'{path}: landmarks sidecar not found; face crops need it. Create a synthetic set '
-            'with: python tools/make_synthetic_wider.py --out DIR --train N --val M')
+            'with: python tools/make_synthetic_wider.py --out DIR --train N --val M'
+        )
     return [record for _, record in landmarks_sidecar.read(path)]
 
 
-def make_face_crops(root: str | os.PathLike, split: str, size: int = 128,
-                    out_dir: str | os.PathLike | None = None, min_face_px: int = 8,
-                    skip_invalid: bool = True, threads: int = 2) -> FaceCrops:
+def make_face_crops(
+    root: str | os.PathLike,
+    split: str,
+    size: int = 128,
+    out_dir: str | os.PathLike | None = None,
+    min_face_px: int = 8,
+    skip_invalid: bool = True,
+    threads: int = 2,
+) -> FaceCrops:
     """Cuts every face of a WIDER-layout split with a landmarks sidecar into square crops.
 
     Args:
@@ -149,15 +177,17 @@ def make_face_crops(root: str | os.PathLike, split: str, size: int = 128,
     records = read_sidecar(root, split)
     anns = wider.read_bbx_gt(txt)
     if [a.name for a in anns] != [r['image'] for r in records]:
-        raise ValueError(f'{txt} and the landmarks sidecar of {os.fspath(root)!r} list '
-                         'different images')
+        raise ValueError(
+            f'{txt} and the landmarks sidecar of {os.fspath(root)!r} list different images'
+        )
     invalid_col = wider.ATTRIBUTE_NAMES.index('invalid')
     skipped = {'small': 0, 'invalid': 0}
     selected = []  # (image index, face index)
     for i, (ann, rec) in enumerate(zip(anns, records, strict=True)):
         if len(rec['faces']) != len(ann.boxes):
-            raise ValueError(f'{rec["image"]}: {len(rec["faces"])} sidecar faces but '
-                             f'{len(ann.boxes)} txt rows')
+            raise ValueError(
+                f'{rec["image"]}: {len(rec["faces"])} sidecar faces but {len(ann.boxes)} txt rows'
+            )
         for j, face in enumerate(rec['faces']):
             if skip_invalid and ann.attributes[j, invalid_col]:
                 skipped['invalid'] += 1
@@ -167,12 +197,16 @@ def make_face_crops(root: str | os.PathLike, split: str, size: int = 128,
                 selected.append((i, j))
     n = len(selected)
     crops = FaceCrops(
-        images=np.zeros((n, size, size, 3), np.uint8), boxes=np.zeros((n, 4), np.float32),
-        keypoints7=np.zeros((n, 7, 3), np.float32), landmarks68=np.zeros((n, 68, 2), np.float32),
+        images=np.zeros((n, size, size, 3), np.uint8),
+        boxes=np.zeros((n, 4), np.float32),
+        keypoints7=np.zeros((n, 7, 3), np.float32),
+        landmarks68=np.zeros((n, 68, 2), np.float32),
         identity=np.zeros(n, np.int32),
         source_image=np.array([records[i]['image'] for i, _ in selected], dtype=str).reshape(n),
         face_index=np.array([j for _, j in selected], np.int32).reshape(n),
-        crop_boxes=np.zeros((n, 4), np.int32), skipped=skipped)
+        crop_boxes=np.zeros((n, 4), np.int32),
+        skipped=skipped,
+    )
     by_image: dict[int, list[tuple[int, int]]] = {}
     for k, (i, j) in enumerate(selected):
         by_image.setdefault(i, []).append((k, j))
@@ -184,7 +218,7 @@ def make_face_crops(root: str | os.PathLike, split: str, size: int = 128,
     with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
         # Chunks bound the number of decoded images held at once.
         for start in range(0, len(order), 16):
-            chunk = order[start:start + 16]
+            chunk = order[start : start + 16]
             for i, img in zip(chunk, pool.map(load, chunk), strict=True):
                 _fill(crops, by_image[i], records[i]['faces'], img, size)
     if out_dir is not None:
@@ -192,8 +226,9 @@ def make_face_crops(root: str | os.PathLike, split: str, size: int = 128,
     return crops
 
 
-def _fill(crops: FaceCrops, items: list[tuple[int, int]], faces: list[dict], img: np.ndarray,
-          size: int) -> None:
+def _fill(
+    crops: FaceCrops, items: list[tuple[int, int]], faces: list[dict], img: np.ndarray, size: int
+) -> None:
     """Writes the crops of one image's faces (`items`: (output row, face index))."""
     for k, j in items:
         face = faces[j]
@@ -206,5 +241,6 @@ def _fill(crops: FaceCrops, items: list[tuple[int, int]], faces: list[dict], img
         kp = np.asarray(face['keypoints7'], np.float64)
         vis = kp[:, 2:] > 0
         crops.keypoints7[k] = np.concatenate(
-            [np.where(vis, points_to_crop(kp[:, :2], c, size), 0.0), kp[:, 2:]], 1)
+            [np.where(vis, points_to_crop(kp[:, :2], c, size), 0.0), kp[:, 2:]], 1
+        )
         crops.identity[k] = face['identity']

@@ -124,7 +124,8 @@ def check_unique_keys(annotations: Sequence[wider.ImageAnnotation], path: str) -
             raise NameCollisionError(
                 f'{path}:{first.line} and {path}:{ann.line}: {first.name!r} and {ann.name!r} '
                 'are the same image without extension; originals and copies are matched '
-                'by that name and would compare different pictures. Rename one of them')
+                'by that name and would compare different pictures. Rename one of them'
+            )
 
 
 def read_manifest(path: str, split: str) -> Manifest:
@@ -156,7 +157,8 @@ def read_manifest(path: str, split: str) -> Manifest:
             raise NameCollisionError(
                 f'{path}:{result.lines[key]} and {where}: two entries for image '
                 f'{result.entries[key]["image"]!r} / {entry["image"]!r} (same name without '
-                'extension); which one describes the copy is ambiguous')
+                'extension); which one describes the copy is ambiguous'
+            )
         result.entries[key] = entry
         result.lines[key] = lineno
     return result
@@ -180,17 +182,26 @@ def _on_disk(anon_images: str, key: str, where: str) -> str | None:
       NameCollisionError: both exist.
       root_paths.PathEscapeError: the file resolves outside `anon_images`.
     """
-    found = [name for name in (key + '.jpg', key + '.png')
-             if os.path.isfile(root_paths.resolve_inside(anon_images, name, where))]
+    found = [
+        name
+        for name in (key + '.jpg', key + '.png')
+        if os.path.isfile(root_paths.resolve_inside(anon_images, name, where))
+    ]
     if len(found) > 1:
-        raise NameCollisionError(f'{where}: the copy has both {found[0]!r} and {found[1]!r} '
-                                 f'under {anon_images} and lists neither; which one is the '
-                                 'anonymized image is ambiguous')
+        raise NameCollisionError(
+            f'{where}: the copy has both {found[0]!r} and {found[1]!r} '
+            f'under {anon_images} and lists neither; which one is the '
+            'anonymized image is ambiguous'
+        )
     return found[0] if found else None
 
 
-def pair_images(orig: str | os.PathLike, anon: str | os.PathLike, split: str = 'train',
-                method: str | None = None) -> Pairing:
+def pair_images(
+    orig: str | os.PathLike,
+    anon: str | os.PathLike,
+    split: str = 'train',
+    method: str | None = None,
+) -> Pairing:
     """Pairs every image of `orig`'s `split` with its copy in `anon` (module docstring).
 
     Args:
@@ -215,9 +226,12 @@ def pair_images(orig: str | os.PathLike, anon: str | os.PathLike, split: str = '
         raise PairInputError(f'--orig and --anon are the same folder: {orig}')
     orig_txt, orig_images = wider.split_paths(orig, split)
     anon_txt, anon_images = wider.split_paths(anon, split)
-    for path, what in ((orig_txt, 'original annotations'), (orig_images, 'original images'),
-                       (anon_txt, 'anonymized annotations'),
-                       (anon_images, 'anonymized images')):
+    for path, what in (
+        (orig_txt, 'original annotations'),
+        (orig_images, 'original images'),
+        (anon_txt, 'anonymized annotations'),
+        (anon_images, 'anonymized images'),
+    ):
         if not os.path.exists(path):
             raise PairInputError(f'{what} not found: {path}')
     originals = wider.read_bbx_gt(orig_txt, allow_negative=True)
@@ -229,12 +243,15 @@ def pair_images(orig: str | os.PathLike, anon: str | os.PathLike, split: str = '
     entries = listed.entries
     config = read_config(anon)
     anonymizer = config.get('anonymizer')
-    default_method = (anonymizer.get('name') if isinstance(anonymizer, dict) else None) \
-        or os.path.basename(os.path.normpath(anon))
+    default_method = (
+        anonymizer.get('name') if isinstance(anonymizer, dict) else None
+    ) or os.path.basename(os.path.normpath(anon))
     warnings = []
     if os.path.exists(os.path.join(anon, PARTIAL)):
-        warnings.append(f'{os.path.join(anon, PARTIAL)} exists: the anonymization run has not '
-                        'finished (or was interrupted)')
+        warnings.append(
+            f'{os.path.join(anon, PARTIAL)} exists: the anonymization run has not '
+            'finished (or was interrupted)'
+        )
     counts: collections.Counter = collections.Counter()
     pairs = []
     for ann in originals:
@@ -246,16 +263,16 @@ def pair_images(orig: str | os.PathLike, anon: str | os.PathLike, split: str = '
         anon_path = None
         if copy is not None:
             anon_name = copy.name
-            anon_path = root_paths.resolve_inside(anon_images, anon_name,
-                                                  f'{anon_txt}:{copy.line}')
+            anon_path = root_paths.resolve_inside(anon_images, anon_name, f'{anon_txt}:{copy.line}')
             if not np.array_equal(copy.boxes, ann.boxes):
                 counts['annotation_mismatch'] += 1
             if isinstance(out, str) and out != anon_name:
                 counts['manifest_output_mismatch'] += 1
         elif isinstance(out, str):  # Not in the copy's txt: the file may still be there.
             anon_name = out
-            anon_path = root_paths.resolve_inside(anon_images, out,
-                                                  f'{listed.path}:{listed.lines[key]}')
+            anon_path = root_paths.resolve_inside(
+                anon_images, out, f'{listed.path}:{listed.lines[key]}'
+            )
         else:
             anon_name = _on_disk(anon_images, key, f'{orig_txt}:{ann.line}')
             if anon_name is not None:
@@ -272,22 +289,37 @@ def pair_images(orig: str | os.PathLike, anon: str | os.PathLike, split: str = '
             elif entry.get('status', 'ok') == 'ok':
                 counts['manifest_face_count_mismatch'] += 1
         label = method or (entry.get('method') if entry else None) or default_method
-        pairs.append(ImagePair(ann.name, orig_path, anon_name if anon_path else None, anon_path,
-                          tuple(tuple(int(v) for v in b) for b in ann.boxes), str(label),
-                          tuple(records)))
+        pairs.append(
+            ImagePair(
+                ann.name,
+                orig_path,
+                anon_name if anon_path else None,
+                anon_path,
+                tuple(tuple(int(v) for v in b) for b in ann.boxes),
+                str(label),
+                tuple(records),
+            )
+        )
     extra = set(copies) - {_key(a.name) for a in originals}
-    for what, n in (('annotation_mismatch', 'images whose boxes differ between the txts'),
-                    ('images_not_in_txt', 'images absent from the copy\'s txt but on disk '
-                     '(paired)'),
-                    ('manifest_output_mismatch', 'manifest entries whose output differs from '
-                     'the copy\'s txt (the txt\'s image used)'),
-                    ('manifest_face_count_mismatch', 'manifest entries whose face count differs '
-                     'from the annotation (records not used)')):
+    for what, n in (
+        ('annotation_mismatch', 'images whose boxes differ between the txts'),
+        ('images_not_in_txt', "images absent from the copy's txt but on disk (paired)"),
+        (
+            'manifest_output_mismatch',
+            "manifest entries whose output differs from the copy's txt (the txt's image used)",
+        ),
+        (
+            'manifest_face_count_mismatch',
+            'manifest entries whose face count differs from the annotation (records not used)',
+        ),
+    ):
         if counts[what]:
             warnings.append(f'{counts[what]} {n}')
     if extra:
-        warnings.append(f'{len(extra)} images in the copy\'s txt are not in the original\'s '
-                        f'(first: {sorted(extra)[0]}); not paired')
+        warnings.append(
+            f"{len(extra)} images in the copy's txt are not in the original's "
+            f'(first: {sorted(extra)[0]}); not paired'
+        )
     return Pairing(pairs, listed, config, warnings, dict(counts))
 
 
@@ -323,13 +355,23 @@ class FacePairBatch:
 
 def _batch(faces: list[tuple[np.ndarray, np.ndarray, str, int, tuple, str]]) -> FacePairBatch:
     orig, anon, names, index, boxes, methods = zip(*faces, strict=True)
-    return FacePairBatch(np.stack(orig), np.stack(anon), list(names),
-                         np.array(index, np.int32), np.array(boxes, np.int32), list(methods))
+    return FacePairBatch(
+        np.stack(orig),
+        np.stack(anon),
+        list(names),
+        np.array(index, np.int32),
+        np.array(boxes, np.int32),
+        list(methods),
+    )
 
 
-def iter_batches(pairing: Pairing, size: int = 128, batch_size: int = 64,
-                 min_face_px: int = 10, skipped: dict[str, int] | None = None
-                 ) -> Iterator[FacePairBatch]:
+def iter_batches(
+    pairing: Pairing,
+    size: int = 128,
+    batch_size: int = 64,
+    min_face_px: int = 10,
+    skipped: dict[str, int] | None = None,
+) -> Iterator[FacePairBatch]:
     """Streams aligned original / anonymized crops of the faces of `pairing` (module docstring).
 
     Both crops of a face are cut from the same square (`face_crops.crop_box` of the annotated
@@ -379,9 +421,16 @@ def iter_batches(pairing: Pairing, size: int = 128, batch_size: int = 64,
             continue
         for i in chosen:
             square = face_crops.crop_box(pair.boxes[i])
-            faces.append((face_crops.cut(original, square, size),
-                          face_crops.cut(anonymized, square, size), pair.name, i,
-                          pair.boxes[i], pair.method))
+            faces.append(
+                (
+                    face_crops.cut(original, square, size),
+                    face_crops.cut(anonymized, square, size),
+                    pair.name,
+                    i,
+                    pair.boxes[i],
+                    pair.method,
+                )
+            )
             if len(faces) == batch_size:
                 yield _batch(faces)
                 faces = []

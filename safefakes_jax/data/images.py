@@ -37,8 +37,9 @@ def read_bytes(path: str | os.PathLike) -> bytes:
         with open(path, 'rb') as f:
             return f.read()
     except OSError as e:
-        raise ImageDecodeError(f'{os.fspath(path)}: cannot read image ({e.strerror or e})') \
-            from None
+        raise ImageDecodeError(
+            f'{os.fspath(path)}: cannot read image ({e.strerror or e})'
+        ) from None
 
 
 def decode(data: bytes, name: str = '<bytes>') -> np.ndarray:
@@ -54,8 +55,9 @@ def decode(data: bytes, name: str = '<bytes>') -> np.ndarray:
     if not data:
         raise ImageDecodeError(f'{name}: empty image file')
     try:
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8),
-                           cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        bgr = cv2.imdecode(
+            np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+        )
     except cv2.error as e:
         raise ImageDecodeError(f'{name}: image does not decode ({e.msg or e})') from None
     if bgr is None:
@@ -72,8 +74,9 @@ def read(path: str | os.PathLike) -> np.ndarray:
     return decode(read_bytes(path), os.fspath(path))
 
 
-def encode(rgb: np.ndarray, image_format: str = 'jpeg', *, jpeg_quality: int = 95,
-           png_compression: int = 3) -> bytes:
+def encode(
+    rgb: np.ndarray, image_format: str = 'jpeg', *, jpeg_quality: int = 95, png_compression: int = 3
+) -> bytes:
     """Encodes RGB uint8 [H, W, 3] as JPEG (no EXIF) or PNG (lossless).
 
     Raises:

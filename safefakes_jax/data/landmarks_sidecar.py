@@ -43,9 +43,13 @@ def read(file: str | os.PathLike) -> list[tuple[int, dict]]:
             record = json.loads(line)
         except json.JSONDecodeError as e:
             raise wider.FormatError(file, lineno, f'invalid JSON: {e}') from None
-        if (not isinstance(record, dict) or not isinstance(record.get('image'), str)
-                or not isinstance(record.get('faces'), list)):
-            raise wider.FormatError(file, lineno, 'expected an object with "image" (a name) '
-                                    'and "faces" (a list)')
+        if (
+            not isinstance(record, dict)
+            or not isinstance(record.get('image'), str)
+            or not isinstance(record.get('faces'), list)
+        ):
+            raise wider.FormatError(
+                file, lineno, 'expected an object with "image" (a name) and "faces" (a list)'
+            )
         records.append((lineno, record))
     return records

@@ -124,8 +124,7 @@ def read_config(dst: str, floor: bool = False) -> dict | None:
     except FileNotFoundError:
         return None
     except json.JSONDecodeError as e:
-        raise ValueError(f'{path}: not valid JSON ({e}); remove it or set overwrite=True') \
-            from None
+        raise ValueError(f'{path}: not valid JSON ({e}); remove it or set overwrite=True') from None
     if not isinstance(config, dict) or 'config_hash' not in config:
         raise ValueError(f'{path}: no config_hash; remove it or set overwrite=True')
     return config
@@ -136,35 +135,53 @@ def write_config(dst: str, settings: Mapping[str, Any], floor: bool = False) -> 
     digest = config_hash(settings)
     body = {'config_hash': digest, 'settings': dict(settings)}
     if floor:
-        body['warning'] = ('I/O-floor benchmark output: images decoded and re-encoded, faces NOT '
-                           'anonymized. Not a dataset; delete after benchmarking.')
-    atomic_io.write_text(os.path.join(dst, FLOOR_CONFIG if floor else CONFIG_FILE),
-                         json.dumps(body, indent=2, sort_keys=True) + '\n')
+        body['warning'] = (
+            'I/O-floor benchmark output: images decoded and re-encoded, faces NOT '
+            'anonymized. Not a dataset; delete after benchmarking.'
+        )
+    atomic_io.write_text(
+        os.path.join(dst, FLOOR_CONFIG if floor else CONFIG_FILE),
+        json.dumps(body, indent=2, sort_keys=True) + '\n',
+    )
     return digest
 
 
-def entry_is_done(entry: Mapping[str, Any] | None, digest: str, source_path: str,
-                  output_path: str, output_name: str) -> bool:
+def entry_is_done(
+    entry: Mapping[str, Any] | None,
+    digest: str,
+    source_path: str,
+    output_path: str,
+    output_name: str,
+) -> bool:
     """True if `entry` proves the image is finished: same config hash, status ok, the expected
     output name, and source and output files with the recorded sha256 (both re-read)."""
-    if (entry is None or entry.get('status') != 'ok' or entry.get('config_hash') != digest
-            or entry.get('output') != output_name):
+    if (
+        entry is None
+        or entry.get('status') != 'ok'
+        or entry.get('config_hash') != digest
+        or entry.get('output') != output_name
+    ):
         return False
-    return (sha256_file(output_path) == entry.get('output_sha256')
-            and sha256_file(source_path) == entry.get('source_sha256'))
+    return sha256_file(output_path) == entry.get('output_sha256') and sha256_file(
+        source_path
+    ) == entry.get('source_sha256')
 
 
 def _looks_like_wider(dst: str) -> bool:
-    return any(os.path.exists(os.path.join(dst, p)) for p in
-               ('wider_face_split', 'WIDER_train', 'WIDER_val'))
+    return any(
+        os.path.exists(os.path.join(dst, p))
+        for p in ('wider_face_split', 'WIDER_train', 'WIDER_val')
+    )
 
 
 def metadata_files() -> list[str]:
     """The names, relative to `dst`, of every non-image file the engine writes."""
     files = [CONFIG_FILE, MANIFEST, PARTIAL, FLOOR_CONFIG, FLOOR_MANIFEST, FLOOR_PARTIAL]
     for split in wider.SPLITS:
-        files += [f'wider_face_split/wider_face_{split}_bbx_gt.txt',
-                  landmarks_sidecar.relative_path(split)]
+        files += [
+            f'wider_face_split/wider_face_{split}_bbx_gt.txt',
+            landmarks_sidecar.relative_path(split),
+        ]
     return files
 
 
@@ -178,8 +195,11 @@ def check_dst(dst: str) -> None:
         symlink that leads out of it.
     """
     if os.path.lexists(dst) and not os.path.isdir(dst):
-        what = 'a dangling symlink' if os.path.islink(dst) and not os.path.exists(dst) else \
-            'not a folder'
+        what = (
+            'a dangling symlink'
+            if os.path.islink(dst) and not os.path.exists(dst)
+            else 'not a folder'
+        )
         raise ValueError(f'dst {dst} is {what}; give a folder (new or written by this engine)')
     existing = dst
     while not os.path.exists(existing):
@@ -190,8 +210,9 @@ def check_dst(dst: str) -> None:
     if not os.path.isdir(existing):
         raise ValueError(f'dst {dst}: {existing} is not a folder; cannot create dst there')
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f'dst {dst}: {existing} is not writable (read-only file system or '
-                         'no permission)')
+        raise ValueError(
+            f'dst {dst}: {existing} is not writable (read-only file system or no permission)'
+        )
     for name in metadata_files():
         root_paths.resolve_inside(dst, name, f'dst {dst}')
 
@@ -208,8 +229,11 @@ def _outputs_to_remove(dst: str) -> list[str]:
                     continue
                 if not isinstance(output, str):
                     raise ValueError(f'{path}:{lineno}: output {output!r} is not a name')
-                paths.append(root_paths.resolve_inside(
-                    dst, f'WIDER_{split}/images/{output}', f'{path}:{lineno}'))
+                paths.append(
+                    root_paths.resolve_inside(
+                        dst, f'WIDER_{split}/images/{output}', f'{path}:{lineno}'
+                    )
+                )
     return paths
 
 
@@ -243,18 +267,25 @@ def prepare_dst(dst: str, settings: dict, overwrite: bool, floor: bool) -> str:
         own, other = read_config(dst, floor), read_config(dst, not floor)
         problem = None
         if other is not None:
-            problem = ('holds an I/O-floor benchmark output (not anonymized)' if not floor else
-                       'holds an anonymized dataset')
+            problem = (
+                'holds an I/O-floor benchmark output (not anonymized)'
+                if not floor
+                else 'holds an anonymized dataset'
+            )
         elif own is not None and own['config_hash'] != digest:
-            problem = (f'was written with different settings (config hash '
-                       f'{own["config_hash"][:12]}, now {digest[:12]}): '
-                       f'{canonical_json(own.get("settings"))}')
+            problem = (
+                f'was written with different settings (config hash '
+                f'{own["config_hash"][:12]}, now {digest[:12]}): '
+                f'{canonical_json(own.get("settings"))}'
+            )
         elif own is None and _looks_like_wider(dst):
             problem = 'holds a WIDER-layout folder that this engine did not write'
         if problem:
             if not overwrite:
-                raise ValueError(f'dst {dst} {problem}; refusing to mix outputs. Use another '
-                                 'dst, or overwrite=True to replace it.')
+                raise ValueError(
+                    f'dst {dst} {problem}; refusing to mix outputs. Use another '
+                    'dst, or overwrite=True to replace it.'
+                )
             _clear(dst)
     os.makedirs(dst, exist_ok=True)
     return write_config(dst, settings, floor)

@@ -42,8 +42,10 @@ def check_relative_name(name: str, where: str) -> str:
     """Returns `name` if it is a safe relative name, else raises naming `where` (file:line)."""
     problem = name_problem(name)
     if problem:
-        raise PathEscapeError(f'{where}: {name!r}: {problem}; names must be relative paths '
-                              'inside their folder (e.g. 0--Parade/0_Parade_1.jpg)')
+        raise PathEscapeError(
+            f'{where}: {name!r}: {problem}; names must be relative paths '
+            'inside their folder (e.g. 0--Parade/0_Parade_1.jpg)'
+        )
     return name
 
 
@@ -71,7 +73,9 @@ def resolve_inside(root: str | os.PathLike, name: str, where: str) -> str:
     check_relative_name(name, where)
     path = os.path.join(os.fspath(root), name)
     if not is_inside(path, root):
-        raise PathEscapeError(f'{where}: {name!r} resolves to {os.path.realpath(path)}, outside '
-                              f'{os.path.realpath(os.fspath(root))} (a symlink out of the '
-                              'folder?); refusing to read or write it')
+        raise PathEscapeError(
+            f'{where}: {name!r} resolves to {os.path.realpath(path)}, outside '
+            f'{os.path.realpath(os.fspath(root))} (a symlink out of the '
+            'folder?); refusing to read or write it'
+        )
     return path

@@ -62,8 +62,10 @@ import numpy as np
 from safefakes_jax.data import atomic_io, landmarks_sidecar, wider, wider_mat
 from safefakes_jax.data.synthetic_scene import Config, RenderedImage, render_image
 
-DIFFICULTY_RULE = ('hard: not invalid and h >= 10; medium: hard and h >= 30 and blur < 2 and '
-                   'occlusion < 2; easy: medium and h >= 50 and blur == 0 and occlusion == 0')
+DIFFICULTY_RULE = (
+    'hard: not invalid and h >= 10; medium: hard and h >= 30 and blur < 2 and '
+    'occlusion < 2; easy: medium and h >= 50 and blur == 0 and occlusion == 0'
+)
 
 
 def difficulty_keep(boxes: np.ndarray, attributes: np.ndarray) -> dict[str, np.ndarray]:
@@ -73,8 +75,10 @@ def difficulty_keep(boxes: np.ndarray, attributes: np.ndarray) -> dict[str, np.n
     hard = (a['invalid'] == 0) & (h >= 10)
     medium = hard & (h >= 30) & (a['blur'] < 2) & (a['occlusion'] < 2)
     easy = medium & (h >= 50) & (a['blur'] == 0) & (a['occlusion'] == 0)
-    return {name: np.flatnonzero(m).astype(np.int64)
-            for name, m in (('easy', easy), ('medium', medium), ('hard', hard))}
+    return {
+        name: np.flatnonzero(m).astype(np.int64)
+        for name, m in (('easy', easy), ('medium', medium), ('hard', hard))
+    }
 
 
 # --------------------------------------------------------------------------- dataset writing
@@ -87,8 +91,9 @@ def _render_task(task: tuple[Config, str, int, int, str]) -> RenderedImage:
     ok, buf = cv2.imencode('.jpg', img, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
     if not ok:
         raise RuntimeError(f'JPEG encoding failed for {rendered.annotation.name}')
-    atomic_io.write_bytes(os.path.join(out_dir, f'WIDER_{split}', 'images',
-                                       rendered.annotation.name), buf.tobytes())
+    atomic_io.write_bytes(
+        os.path.join(out_dir, f'WIDER_{split}', 'images', rendered.annotation.name), buf.tobytes()
+    )
     return rendered
 
 
@@ -97,15 +102,20 @@ def _init_worker() -> None:
 
 
 def _split_summary(results: Sequence[RenderedImage], keep: dict | None) -> dict:
-    attrs = np.concatenate([r.annotation.attributes for r in results] or
-                           [np.zeros((0, 6), np.int32)])
+    attrs = np.concatenate(
+        [r.annotation.attributes for r in results] or [np.zeros((0, 6), np.int32)]
+    )
     ids = [f['identity'] for r in results for f in r.record['faces']]
-    out = {'images': len(results), 'faces': int(len(attrs)),
-           'zero_face_images': sum(len(r.annotation.boxes) == 0 for r in results),
-           'identities_used': len(set(ids))}
+    out = {
+        'images': len(results),
+        'faces': int(len(attrs)),
+        'zero_face_images': sum(len(r.annotation.boxes) == 0 for r in results),
+        'identities_used': len(set(ids)),
+    }
     for col, name in enumerate(wider.ATTRIBUTE_NAMES):
-        out[f'{name}_counts'] = np.bincount(attrs[:, col], minlength=3 if name in (
-            'blur', 'occlusion') else 2).tolist()
+        out[f'{name}_counts'] = np.bincount(
+            attrs[:, col], minlength=3 if name in ('blur', 'occlusion') else 2
+        ).tolist()
     if keep is not None:
         valid = int(np.sum(attrs[:, 3] == 0)) if len(attrs) else 0
         for setting in wider.SETTINGS:
@@ -115,9 +125,19 @@ def _split_summary(results: Sequence[RenderedImage], keep: dict | None) -> dict:
     return out
 
 
-def generate(out_dir: str | os.PathLike, n_train: int, n_val: int, seed: int = 0,
-             workers: int | None = None, *, n_train_ids: int = 200, n_val_ids: int = 100,
-             width: int = 1024, jpeg_quality: int = 90, progress: bool = True) -> dict:
+def generate(
+    out_dir: str | os.PathLike,
+    n_train: int,
+    n_val: int,
+    seed: int = 0,
+    workers: int | None = None,
+    *,
+    n_train_ids: int = 200,
+    n_val_ids: int = 100,
+    width: int = 1024,
+    jpeg_quality: int = 90,
+    progress: bool = True,
+) -> dict:
     """Generates a synthetic WIDER FACE under `out_dir` (layout in the module docstring).
 
     Existing files of the same names are replaced (atomically); other files are left alone.
@@ -143,8 +163,13 @@ def generate(out_dir: str | os.PathLike, n_train: int, n_val: int, seed: int = 0
 
     start = time.perf_counter()
     out_dir = os.fspath(out_dir)
-    cfg = Config(seed=seed, width=width, jpeg_quality=jpeg_quality, n_train_ids=n_train_ids,
-                 n_val_ids=n_val_ids)
+    cfg = Config(
+        seed=seed,
+        width=width,
+        jpeg_quality=jpeg_quality,
+        n_train_ids=n_train_ids,
+        n_val_ids=n_val_ids,
+    )
     workers = (os.cpu_count() or 1) if workers is None else workers
     counts = {'train': n_train, 'val': n_val}
     for split in counts:  # The layout exists even for an empty split.
@@ -174,10 +199,13 @@ def generate(out_dir: str | os.PathLike, n_train: int, n_val: int, seed: int = 0
     for split in ('train', 'val'):
         part = results[:n_train] if split == 'train' else results[n_train:]
         anns = [r.annotation for r in part]
-        wider.write_bbx_gt(os.path.join(out_dir, 'wider_face_split',
-                                        f'wider_face_{split}_bbx_gt.txt'), anns)
-        atomic_io.write_text(landmarks_sidecar.path(out_dir, split), ''.join(
-            json.dumps(r.record, separators=(',', ':')) + '\n' for r in part))
+        wider.write_bbx_gt(
+            os.path.join(out_dir, 'wider_face_split', f'wider_face_{split}_bbx_gt.txt'), anns
+        )
+        atomic_io.write_text(
+            landmarks_sidecar.path(out_dir, split),
+            ''.join(json.dumps(r.record, separators=(',', ':')) + '\n' for r in part),
+        )
         keep = None
         if split == 'val':
             per_image = [difficulty_keep(a.boxes, a.attributes) for a in anns]
@@ -186,23 +214,36 @@ def generate(out_dir: str | os.PathLike, n_train: int, n_val: int, seed: int = 0
                 wider_mat.write_ground_truth(wider_mat.ground_truth_dir(out_dir), anns, keep)
         summary['splits'][split] = _split_summary(part, keep)
     first_val, last_val = cfg.identity_pool('val')
-    info = {'generator': 'safefakes_jax.data.synthetic', 'seed': seed,
-            'image_width': width, 'image_heights': [cfg.min_height, cfg.max_height],
-            'jpeg_quality': jpeg_quality,
-            'identity_pools': {'train': [0, n_train_ids], 'val': [first_val, last_val]},
-            'difficulty_rule': DIFFICULTY_RULE,
-            'attribute_rules': {
-                'blur': 'r = kernel / (2 * face scale): 0 if r < 0.07, 1 if r < 0.18, else 2',
-                'expression': '1 = exaggerated (mouth wide open, brows raised)',
-                'illumination': '1 = lighting gain < 0.45 or > 1.9',
-                'invalid': '1 = w < 4 or h < 4 or occluded fraction > 0.75',
-                'occlusion': 'f = occluded fraction: 0 if f < 0.1, 1 if f < 0.4, else 2',
-                'pose': '1 = |yaw| > 45 or |roll| > 30'},
-            'keypoints7': ['nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear',
-                           'left_shoulder', 'right_shoulder'],
-            'left_right': "person's left (image right for a frontal face)",
-            'splits': summary['splits']}
-    atomic_io.write_text(os.path.join(out_dir, 'synthetic_info.json'),
-                         json.dumps(info, indent=2) + '\n')
+    info = {
+        'generator': 'safefakes_jax.data.synthetic',
+        'seed': seed,
+        'image_width': width,
+        'image_heights': [cfg.min_height, cfg.max_height],
+        'jpeg_quality': jpeg_quality,
+        'identity_pools': {'train': [0, n_train_ids], 'val': [first_val, last_val]},
+        'difficulty_rule': DIFFICULTY_RULE,
+        'attribute_rules': {
+            'blur': 'r = kernel / (2 * face scale): 0 if r < 0.07, 1 if r < 0.18, else 2',
+            'expression': '1 = exaggerated (mouth wide open, brows raised)',
+            'illumination': '1 = lighting gain < 0.45 or > 1.9',
+            'invalid': '1 = w < 4 or h < 4 or occluded fraction > 0.75',
+            'occlusion': 'f = occluded fraction: 0 if f < 0.1, 1 if f < 0.4, else 2',
+            'pose': '1 = |yaw| > 45 or |roll| > 30',
+        },
+        'keypoints7': [
+            'nose',
+            'left_eye',
+            'right_eye',
+            'left_ear',
+            'right_ear',
+            'left_shoulder',
+            'right_shoulder',
+        ],
+        'left_right': "person's left (image right for a frontal face)",
+        'splits': summary['splits'],
+    }
+    atomic_io.write_text(
+        os.path.join(out_dir, 'synthetic_info.json'), json.dumps(info, indent=2) + '\n'
+    )
     summary['seconds'] = round(time.perf_counter() - start, 2)
     return summary

@@ -30,14 +30,35 @@ SUBPIXEL = float(1 << SHIFT)
 _IDENTITY_STREAM = 99  # RNG key component of identity parameters (images use 0 and 1).
 
 # Anchor colours (RGB), interpolated / jittered per identity.
-_SKIN_RGB = np.array([(255, 224, 200), (241, 194, 160), (224, 172, 135), (198, 140, 100),
-                      (165, 110, 75), (125, 82, 55), (90, 58, 40)], np.float64)
-_HAIR_RGB = np.array([(22, 18, 18), (55, 38, 28), (100, 68, 42), (150, 110, 70),
-                      (215, 185, 125), (150, 65, 35), (150, 150, 150), (225, 225, 220)],
-                     np.float64)
+_SKIN_RGB = np.array(
+    [
+        (255, 224, 200),
+        (241, 194, 160),
+        (224, 172, 135),
+        (198, 140, 100),
+        (165, 110, 75),
+        (125, 82, 55),
+        (90, 58, 40),
+    ],
+    np.float64,
+)
+_HAIR_RGB = np.array(
+    [
+        (22, 18, 18),
+        (55, 38, 28),
+        (100, 68, 42),
+        (150, 110, 70),
+        (215, 185, 125),
+        (150, 65, 35),
+        (150, 150, 150),
+        (225, 225, 220),
+    ],
+    np.float64,
+)
 _HAIR_P = np.array([0.30, 0.22, 0.14, 0.09, 0.09, 0.05, 0.07, 0.04])
-_IRIS_RGB = np.array([(90, 55, 30), (45, 30, 25), (70, 110, 160), (80, 115, 75),
-                      (110, 90, 50)], np.float64)
+_IRIS_RGB = np.array(
+    [(90, 55, 30), (45, 30, 25), (70, 110, 160), (80, 115, 75), (110, 90, 50)], np.float64
+)
 _IRIS_P = np.array([0.4, 0.3, 0.12, 0.08, 0.1])
 
 BALD, SHORT, MEDIUM, LONG = 0, 1, 2, 3
@@ -102,27 +123,46 @@ def sample_identity(identity: int, seed: int = 0) -> FaceIdentity:
     hair = bgr(_HAIR_RGB[rng.choice(len(_HAIR_RGB), p=_HAIR_P)] * rng.normal(1.0, 0.08, 3))
     iris = bgr(_IRIS_RGB[rng.choice(len(_IRIS_RGB), p=_IRIS_P)] * rng.normal(1.0, 0.08, 3))
     # Lips: redder and darker than the skin.
-    lip = (skin[0] * rng.uniform(0.55, 0.7), skin[1] * rng.uniform(0.5, 0.62),
-           min(255.0, skin[2] * rng.uniform(0.78, 0.9)))
+    lip = (
+        skin[0] * rng.uniform(0.55, 0.7),
+        skin[1] * rng.uniform(0.5, 0.62),
+        min(255.0, skin[2] * rng.uniform(0.78, 0.9)),
+    )
     style = int(rng.choice(4, p=[0.1, 0.45, 0.2, 0.25]))
     chin_y = rng.uniform(1.4, 1.85)
     forehead_h = rng.uniform(0.85, 1.15)
     nose_len = rng.uniform(0.42, 0.62)
     return FaceIdentity(
-        identity=int(identity), skin=skin, hair=hair, iris=iris, lip=lip, hair_style=style,
+        identity=int(identity),
+        skin=skin,
+        hair=hair,
+        iris=iris,
+        lip=lip,
+        hair_style=style,
         hair_volume=0.0 if style == BALD else rng.uniform(0.08, 0.4),
         bangs=0.0 if style == BALD or rng.random() < 0.7 else rng.uniform(0.3, 0.7),
         glasses=bool(rng.random() < 0.12),
-        chin_y=chin_y, jaw_top=rng.uniform(-0.08, 0.08), jaw_power=rng.uniform(1.9, 2.8),
-        chin_taper=rng.uniform(0.0, 0.22), forehead_h=forehead_h,
+        chin_y=chin_y,
+        jaw_top=rng.uniform(-0.08, 0.08),
+        jaw_power=rng.uniform(1.9, 2.8),
+        chin_taper=rng.uniform(0.0, 0.22),
+        forehead_h=forehead_h,
         face_depth=rng.uniform(0.65, 0.85),
-        eye_sep=rng.uniform(0.38, 0.5), eye_w=rng.uniform(0.27, 0.37),
+        eye_sep=rng.uniform(0.38, 0.5),
+        eye_w=rng.uniform(0.27, 0.37),
         eye_open=rng.uniform(0.3, 0.45),
-        brow_y=rng.uniform(-0.38, -0.26), brow_arch=rng.uniform(0.01, 0.1),
-        brow_thick=rng.uniform(0.05, 0.11), brow_tilt=rng.uniform(-0.06, 0.06),
-        nose_len=nose_len, nose_w=rng.uniform(0.14, 0.24), nose_z=rng.uniform(0.3, 0.55),
-        mouth_pos=rng.uniform(0.33, 0.45), mouth_w=rng.uniform(0.3, 0.44),
-        upper_lip=rng.uniform(0.05, 0.1), lower_lip=rng.uniform(0.07, 0.13))
+        brow_y=rng.uniform(-0.38, -0.26),
+        brow_arch=rng.uniform(0.01, 0.1),
+        brow_thick=rng.uniform(0.05, 0.11),
+        brow_tilt=rng.uniform(-0.06, 0.06),
+        nose_len=nose_len,
+        nose_w=rng.uniform(0.14, 0.24),
+        nose_z=rng.uniform(0.3, 0.55),
+        mouth_pos=rng.uniform(0.33, 0.45),
+        mouth_w=rng.uniform(0.3, 0.44),
+        upper_lip=rng.uniform(0.05, 0.1),
+        lower_lip=rng.uniform(0.07, 0.13),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,13 +181,23 @@ def sample_expression(rng: np.random.Generator, p_exaggerated: float = 0.1) -> E
     """A random expression; exaggerated ones open the mouth wide and raise the brows."""
     gaze = (float(rng.uniform(-0.5, 0.5)), float(rng.uniform(-0.2, 0.2)))
     if rng.random() < p_exaggerated:
-        return Expression(mouth_open=rng.uniform(0.14, 0.32), smile=rng.uniform(-0.02, 0.07),
-                          brow_raise=rng.uniform(0.05, 0.12),
-                          eye_open_scale=rng.uniform(1.1, 1.35), gaze=gaze, exaggerated=True)
+        return Expression(
+            mouth_open=rng.uniform(0.14, 0.32),
+            smile=rng.uniform(-0.02, 0.07),
+            brow_raise=rng.uniform(0.05, 0.12),
+            eye_open_scale=rng.uniform(1.1, 1.35),
+            gaze=gaze,
+            exaggerated=True,
+        )
     mouth_open = 0.0 if rng.random() < 0.7 else rng.uniform(0.0, 0.06)
     eye_scale = 0.15 if rng.random() < 0.04 else rng.uniform(0.8, 1.1)  # Some blink.
-    return Expression(mouth_open=mouth_open, smile=rng.uniform(-0.01, 0.05),
-                      brow_raise=rng.uniform(-0.02, 0.03), eye_open_scale=eye_scale, gaze=gaze)
+    return Expression(
+        mouth_open=mouth_open,
+        smile=rng.uniform(-0.01, 0.05),
+        brow_raise=rng.uniform(-0.02, 0.03),
+        eye_open_scale=eye_scale,
+        gaze=gaze,
+    )
 
 
 def rotation(yaw: float, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
@@ -181,7 +231,7 @@ class FaceModel:
         phi = np.linspace(0.0, math.pi, 17)
         e = 2.0 / ident.jaw_power
         cs, t = np.cos(phi), np.abs(np.sin(phi)) ** e
-        x = -np.sign(cs) * np.abs(cs) ** e * (1.0 - ident.chin_taper * t ** 2)
+        x = -np.sign(cs) * np.abs(cs) ** e * (1.0 - ident.chin_taper * t**2)
         x[8] = 0.0
         lm[0:17, 0] = x
         lm[0:17, 1] = ident.jaw_top + (chin - ident.jaw_top) * t
@@ -191,8 +241,12 @@ class FaceModel:
         tb = np.linspace(0.0, 1.0, 5)
         bx = (ident.eye_sep + 0.75 * ident.eye_w) + tb * (-1.35 * ident.eye_w)
         bx = np.maximum(bx, 0.08)
-        by = (ident.brow_y - expr.brow_raise - ident.brow_arch * np.sin(math.pi * (0.1 + 0.8 * tb))
-              + ident.brow_tilt * (tb - 0.5))
+        by = (
+            ident.brow_y
+            - expr.brow_raise
+            - ident.brow_arch * np.sin(math.pi * (0.1 + 0.8 * tb))
+            + ident.brow_tilt * (tb - 0.5)
+        )
         brow = np.stack([-bx, by, depth(bx) + 0.04], 1)
         lm[17:22] = brow
         lm[22:27] = _mirror(brow[::-1])
@@ -210,8 +264,16 @@ class FaceModel:
         ex, ew = ident.eye_sep, ident.eye_w
         eh = ew * ident.eye_open * expr.eye_open_scale
         self.eye_h = eh
-        eye = np.array([(-ex - ew / 2, 0.0), (-ex - ew / 6, -0.55 * eh), (-ex + ew / 6, -0.55 * eh),
-                        (-ex + ew / 2, 0.02), (-ex + ew / 6, 0.45 * eh), (-ex - ew / 6, 0.45 * eh)])
+        eye = np.array(
+            [
+                (-ex - ew / 2, 0.0),
+                (-ex - ew / 6, -0.55 * eh),
+                (-ex + ew / 6, -0.55 * eh),
+                (-ex + ew / 2, 0.02),
+                (-ex + ew / 6, 0.45 * eh),
+                (-ex - ew / 6, 0.45 * eh),
+            ]
+        )
         eye3 = np.concatenate([eye, depth(eye[:, :1]) - 0.08], 1)
         lm[36:42] = eye3
         lm[42:48] = _mirror(eye3[[3, 2, 1, 0, 5, 4]])
@@ -224,13 +286,30 @@ class FaceModel:
         cy = my - expr.smile
         ul, ll = ident.upper_lip, ident.lower_lip
         k = 0.4 * (cy - my)
-        mouth = np.array([
-            (-mw, cy), (-0.6 * mw, iu - 0.85 * ul + k), (-0.22 * mw, iu - 1.1 * ul),
-            (0.0, iu - 0.9 * ul), (0.22 * mw, iu - 1.1 * ul), (0.6 * mw, iu - 0.85 * ul + k),
-            (mw, cy), (0.6 * mw, il + 0.85 * ll + k), (0.25 * mw, il + 1.05 * ll),
-            (0.0, il + 1.1 * ll), (-0.25 * mw, il + 1.05 * ll), (-0.6 * mw, il + 0.85 * ll + k),
-            (-0.88 * mw, cy), (-0.35 * mw, iu + 0.6 * k), (0.0, iu), (0.35 * mw, iu + 0.6 * k),
-            (0.88 * mw, cy), (0.35 * mw, il + 0.6 * k), (0.0, il), (-0.35 * mw, il + 0.6 * k)])
+        mouth = np.array(
+            [
+                (-mw, cy),
+                (-0.6 * mw, iu - 0.85 * ul + k),
+                (-0.22 * mw, iu - 1.1 * ul),
+                (0.0, iu - 0.9 * ul),
+                (0.22 * mw, iu - 1.1 * ul),
+                (0.6 * mw, iu - 0.85 * ul + k),
+                (mw, cy),
+                (0.6 * mw, il + 0.85 * ll + k),
+                (0.25 * mw, il + 1.05 * ll),
+                (0.0, il + 1.1 * ll),
+                (-0.25 * mw, il + 1.05 * ll),
+                (-0.6 * mw, il + 0.85 * ll + k),
+                (-0.88 * mw, cy),
+                (-0.35 * mw, iu + 0.6 * k),
+                (0.0, iu),
+                (0.35 * mw, iu + 0.6 * k),
+                (0.88 * mw, cy),
+                (0.35 * mw, il + 0.6 * k),
+                (0.0, il),
+                (-0.35 * mw, il + 0.6 * k),
+            ]
+        )
         lm[48:68, :2] = mouth
         lm[48:68, 2] = depth(mouth[:, 0]) + 0.1
         self.landmarks = lm
@@ -245,18 +324,32 @@ class FaceModel:
         self.ears = np.array([(-1.0, 0.22, -0.25), (1.0, 0.22, -0.25)])
         top = -(ident.forehead_h + 0.12 + ident.hair_volume)
         bottom = 0.7 if ident.hair_style != MEDIUM else 1.0
-        self.cranium = ((0.0, (top + bottom) / 2, -0.35),
-                        (1.06 + 0.6 * ident.hair_volume, (bottom - top) / 2, 1.2))
+        self.cranium = (
+            (0.0, (top + bottom) / 2, -0.35),
+            (1.06 + 0.6 * ident.hair_volume, (bottom - top) / 2, 1.2),
+        )
         self.lower_head = ((0.0, 0.6, -0.1), (0.97, 0.85, 0.85))
         self.back_hair = ((0.0, 0.9, -0.55), (1.25 + ident.hair_volume, 2.0, 0.8))
 
         # Body, relative to the neck pivot; rotated by half the head pose.
         c = ident.chin_y
         self.pivot = np.array([0.0, c, -0.3])
-        self.neck = np.array([(-0.5, c - 0.9, -0.3), (0.5, c - 0.9, -0.3), (0.55, c + 0.6, -0.3),
-                              (-0.55, c + 0.6, -0.3)])
-        torso = [(0.45, c + 0.45), (1.3, c + 0.75), (1.95, c + 1.0), (2.25, c + 1.5),
-                 (2.45, c + 4.0), (2.55, c + 9.0)]
+        self.neck = np.array(
+            [
+                (-0.5, c - 0.9, -0.3),
+                (0.5, c - 0.9, -0.3),
+                (0.55, c + 0.6, -0.3),
+                (-0.55, c + 0.6, -0.3),
+            ]
+        )
+        torso = [
+            (0.45, c + 0.45),
+            (1.3, c + 0.75),
+            (1.95, c + 1.0),
+            (2.25, c + 1.5),
+            (2.45, c + 4.0),
+            (2.55, c + 9.0),
+        ]
         torso = np.array([(-x, y) for x, y in torso] + [(x, y) for x, y in torso[::-1]])
         self.torso = np.concatenate([torso, np.full((len(torso), 1), -0.6)], 1)
         # Person's left shoulder (+x) first, as in the keypoint order.

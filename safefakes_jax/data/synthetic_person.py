@@ -60,18 +60,21 @@ class Canvas:
             if owner is not None:
                 cv2.fillPoly(self.owner, [p], owner, cv2.LINE_8, shift=SHIFT)
 
-    def ellipse(self, centre, axes, angle: float, colour, owner: int | None = None,
-                thickness: int = -1) -> None:
+    def ellipse(
+        self, centre, axes, angle: float, colour, owner: int | None = None, thickness: int = -1
+    ) -> None:
         c = tuple(int(v) for v in self._fix(centre)[0])
         ax = tuple(max(1, int(round(a * SUBPIXEL))) for a in axes)
         cv2.ellipse(self.image, c, ax, float(angle), 0, 360, colour, thickness, cv2.LINE_AA, SHIFT)
         if owner is not None:
-            cv2.ellipse(self.owner, c, ax, float(angle), 0, 360, owner, thickness, cv2.LINE_8,
-                        SHIFT)
+            cv2.ellipse(
+                self.owner, c, ax, float(angle), 0, 360, owner, thickness, cv2.LINE_8, SHIFT
+            )
 
     def polyline(self, points, colour, thickness: int, closed: bool = False) -> None:
-        cv2.polylines(self.image, [self._fix(points)], closed, colour, thickness, cv2.LINE_AA,
-                      SHIFT)
+        cv2.polylines(
+            self.image, [self._fix(points)], closed, colour, thickness, cv2.LINE_AA, SHIFT
+        )
 
 
 class Person:
@@ -89,8 +92,9 @@ class Person:
 
     def project_body(self, points3: np.ndarray) -> np.ndarray:
         pivot = self.project(self.model.pivot[None])[0]
-        return ((np.asarray(points3) - self.model.pivot) @ self.body_rot.T)[:, :2] * self.scale \
-            + pivot
+        return ((np.asarray(points3) - self.model.pivot) @ self.body_rot.T)[
+            :, :2
+        ] * self.scale + pivot
 
     def face_points(self) -> tuple[np.ndarray, np.ndarray]:
         """(landmarks [68, 2], forehead outline [11, 2]) in image coordinates."""
@@ -120,8 +124,11 @@ class Person:
             canvas.ellipse(*self._ellipse(model.back_hair), hair, owner)
         if clothing is not None:
             canvas.poly(self.project_body(model.neck), scaled(skin, 0.85), owner, convex=True)
-        canvas.ellipse(*self._ellipse(model.cranium),
-                       scaled(skin, 0.95) if ident.hair_style == BALD else hair, owner)
+        canvas.ellipse(
+            *self._ellipse(model.cranium),
+            scaled(skin, 0.95) if ident.hair_style == BALD else hair,
+            owner,
+        )
         if ident.hair_style != MEDIUM:
             canvas.ellipse(*self._ellipse(model.lower_head), scaled(skin, 0.97), owner)
         ears = self.project(model.ears)
@@ -153,8 +160,10 @@ class Person:
             up, down = b.copy(), b.copy()
             up[:, 1] -= 0.5 * p
             down[:, 1] += 0.5 * p
-            canvas.poly(np.concatenate([self.project(up), self.project(down[::-1])]),
-                        scaled(ident.hair, 0.75))
+            canvas.poly(
+                np.concatenate([self.project(up), self.project(down[::-1])]),
+                scaled(ident.hair, 0.75),
+            )
         # Eyes: white, iris, pupil, upper lid line.
         cos_yaw = max(0.3, abs(self.rot[0, 0]))
         for sl in (slice(36, 42), slice(42, 48)):
@@ -166,24 +175,30 @@ class Person:
             gaze = np.array(expr.gaze) * np.array([0.25 * ew, 0.1 * r])
             if r > 0.15:
                 canvas.ellipse(centre + gaze, (r * cos_yaw, r), self.pose.roll, ident.iris)
-                canvas.ellipse(centre + gaze, (0.45 * r * cos_yaw, 0.45 * r), self.pose.roll,
-                               (15, 15, 15))
+                canvas.ellipse(
+                    centre + gaze, (0.45 * r * cos_yaw, 0.45 * r), self.pose.roll, (15, 15, 15)
+                )
             canvas.polyline(e[[0, 1, 2, 3]], dark, lw)  # Upper lid (corner to corner).
             canvas.polyline(e[[3, 4, 5, 0]], scaled(skin, 0.7), max(1, lw // 2))
         if ident.glasses:
             for sl in (slice(36, 42), slice(42, 48)):
                 e = lm[sl]
                 ew = np.linalg.norm(e[3] - e[0])
-                canvas.ellipse(e.mean(0), (0.7 * ew, 0.5 * ew), self.pose.roll, (30, 30, 30),
-                               thickness=lw)
+                canvas.ellipse(
+                    e.mean(0), (0.7 * ew, 0.5 * ew), self.pose.roll, (30, 30, 30), thickness=lw
+                )
             canvas.polyline(lm[[39, 27, 42]], (30, 30, 30), lw)
         # Nose: shaded side line on the side turned away, nostrils, base line.
         side = 31 if self.pose.yaw < 0 else 35
         canvas.polyline(lm[[27, 28, 29, 30, side]], scaled(skin, 0.8), max(1, lw))
         canvas.polyline(lm[31:36], scaled(skin, 0.72), max(1, lw // 2))
         for i in (32, 34):
-            canvas.ellipse(lm[i] + 0.3 * (lm[33] - lm[i]), (0.045 * s * cos_yaw, 0.025 * s),
-                           self.pose.roll, scaled(skin, 0.4))
+            canvas.ellipse(
+                lm[i] + 0.3 * (lm[33] - lm[i]),
+                (0.045 * s * cos_yaw, 0.025 * s),
+                self.pose.roll,
+                scaled(skin, 0.4),
+            )
         # Mouth: lips, open mouth interior with teeth, lip line.
         canvas.poly(lm[48:60], ident.lip)
         if expr.mouth_open * s > 0.6:
@@ -193,8 +208,7 @@ class Person:
             lower = inner[[4, 3, 2, 1, 0]].copy()
             lower += 0.35 * (inner[[4, 5, 6, 7, 0]] - inner[[4, 3, 2, 1, 0]])
             canvas.poly(np.concatenate([teeth, lower]), (225, 230, 235))
-        canvas.polyline(lm[[48, 60, 61, 62, 63, 64, 54]], scaled(ident.lip, 0.6),
-                        max(1, lw // 2))
+        canvas.polyline(lm[[48, 60, 61, 62, 63, 64, 54]], scaled(ident.lip, 0.6), max(1, lw // 2))
 
     def body_keypoints(self, width: int, height: int, has_body: bool) -> np.ndarray:
         """[left shoulder, right shoulder, left ear, right ear] as (x, y, visible)."""

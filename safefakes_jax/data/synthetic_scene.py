@@ -21,15 +21,27 @@ from safefakes_jax.data import wider
 
 SPLIT_IDS = {'train': 0, 'val': 1}
 # (event folder, second name word, typical scene)
-EVENTS = (('0--Parade', 'marchingband', 'crowd'), ('1--Handshaking', 'Handshaking', 'portrait'),
-          ('2--Demonstration', 'Protesters', 'crowd'), ('4--Dancing', 'Dancing', 'group'),
-          ('7--Cheering', 'Cheering', 'crowd'), ('11--Meeting', 'Meeting', 'group'),
-          ('12--Group', 'Group', 'group'), ('13--Interview', 'Interview', 'portrait'),
-          ('20--Family', 'Family', 'group'), ('37--Soccer', 'soccer', 'crowd'))
+EVENTS = (
+    ('0--Parade', 'marchingband', 'crowd'),
+    ('1--Handshaking', 'Handshaking', 'portrait'),
+    ('2--Demonstration', 'Protesters', 'crowd'),
+    ('4--Dancing', 'Dancing', 'group'),
+    ('7--Cheering', 'Cheering', 'crowd'),
+    ('11--Meeting', 'Meeting', 'group'),
+    ('12--Group', 'Group', 'group'),
+    ('13--Interview', 'Interview', 'portrait'),
+    ('20--Family', 'Family', 'group'),
+    ('37--Soccer', 'soccer', 'crowd'),
+)
 # Scene: (min faces, max faces, min face width, max face width, skew > 1 favours small faces).
-SCENES = {'crowd': (8, 20, 4.0, 70.0, 1.4), 'group': (3, 9, 8.0, 170.0, 1.2),
-          'portrait': (1, 3, 40.0, 400.0, 1.0)}
+SCENES = {
+    'crowd': (8, 20, 4.0, 70.0, 1.4),
+    'group': (3, 9, 8.0, 170.0, 1.2),
+    'portrait': (1, 3, 40.0, 400.0, 1.0),
+}
 ZERO_FACE_EVERY = 40  # Images with index % 40 == 1 have no faces (WIDER has a few).
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Generation settings that every worker needs."""
@@ -77,8 +89,11 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     c0, c1 = np.array(_random_colour(rng)), np.array(_random_colour(rng))
     if kind == 'noise':
         t = np.zeros((lh, lw, 3), np.float32)
-        for cells, amp in ((int(rng.integers(2, 6)), 1.0), (int(rng.integers(8, 24)), 0.5),
-                           (int(rng.integers(30, 80)), 0.25)):
+        for cells, amp in (
+            (int(rng.integers(2, 6)), 1.0),
+            (int(rng.integers(8, 24)), 0.5),
+            (int(rng.integers(30, 80)), 0.25),
+        ):
             g = rng.random((cells, max(2, cells * w // h), 3)).astype(np.float32)
             t += amp * cv2.resize(g, (lw, lh), interpolation=cv2.INTER_CUBIC)
         t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
@@ -96,16 +111,27 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return cv2.resize(low, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _distractor(canvas: sp.Canvas, rng: np.random.Generator, h: int, w: int,
-                max_size: float, owner: int | None = None) -> None:
+def _distractor(
+    canvas: sp.Canvas,
+    rng: np.random.Generator,
+    h: int,
+    w: int,
+    max_size: float,
+    owner: int | None = None,
+) -> None:
     """One non-face shape; a third are skin coloured (face-like ellipses included)."""
     size = math.exp(rng.uniform(math.log(5), math.log(max_size)))
     cx, cy = rng.uniform(0, w), rng.uniform(0, h)
     colour = sf.skin_colour(rng) if rng.random() < 0.33 else _random_colour(rng)
     kind = rng.integers(4)
     if kind == 0:  # Ellipse, often with a face-like aspect ratio.
-        canvas.ellipse((cx, cy), (size / 2, size / 2 * rng.uniform(0.5, 1.6)),
-                       rng.uniform(0, 180), colour, owner)
+        canvas.ellipse(
+            (cx, cy),
+            (size / 2, size / 2 * rng.uniform(0.5, 1.6)),
+            rng.uniform(0, 180),
+            colour,
+            owner,
+        )
     elif kind == 1:  # Random polygon.
         n = int(rng.integers(3, 8))
         ang = np.sort(rng.uniform(0, 2 * math.pi, n))
@@ -116,11 +142,21 @@ def _distractor(canvas: sp.Canvas, rng: np.random.Generator, h: int, w: int,
         d = np.array([math.cos(a), math.sin(a)]) * size / 2
         n = np.array([-math.sin(a), math.cos(a)])
         c = np.array([cx, cy])
-        canvas.poly([c - d - n * t / 2, c + d - n * t / 2, c + d + n * t / 2, c - d + n * t / 2],
-                    colour, owner, convex=True)
+        canvas.poly(
+            [c - d - n * t / 2, c + d - n * t / 2, c + d + n * t / 2, c - d + n * t / 2],
+            colour,
+            owner,
+            convex=True,
+        )
     else:  # Ring.
-        canvas.ellipse((cx, cy), (size / 2, size / 2), 0, colour, None,
-                       thickness=max(1, int(size * rng.uniform(0.03, 0.15))))
+        canvas.ellipse(
+            (cx, cy),
+            (size / 2, size / 2),
+            0,
+            colour,
+            None,
+            thickness=max(1, int(size * rng.uniform(0.03, 0.15))),
+        )
 
 
 def _blur_kernel(rng: np.random.Generator, k: int) -> np.ndarray:
@@ -163,8 +199,9 @@ def _blur(img, owner, k: int, box, kernel: np.ndarray) -> None:
     ys, xs = _roi(box, 0.5 * max(box[2], box[3]) + kernel.shape[0], *img.shape[:2])
     roi = img[ys, xs]
     blurred = cv2.filter2D(roi, -1, kernel, borderType=cv2.BORDER_REFLECT)
-    m = cv2.filter2D((owner[ys, xs] == k).astype(np.float32), -1, kernel,
-                     borderType=cv2.BORDER_REFLECT)
+    m = cv2.filter2D(
+        (owner[ys, xs] == k).astype(np.float32), -1, kernel, borderType=cv2.BORDER_REFLECT
+    )
     m = np.minimum(1.0, 2.0 * m)[..., None]
     img[ys, xs] = (roi + m * (blurred.astype(np.float32) - roi)).astype(np.uint8)
 
@@ -173,31 +210,53 @@ def _occluder(canvas: sp.Canvas, rng: np.random.Generator, box) -> None:
     """Draws an object over part of a face box, covering roughly a random fraction of it."""
     x, y, w, h = box
     u = rng.random()
-    cover = rng.uniform(0.1, 0.4) if u < 0.6 else rng.uniform(0.4, 0.7) if u < 0.95 \
+    cover = (
+        rng.uniform(0.1, 0.4)
+        if u < 0.6
+        else rng.uniform(0.4, 0.7)
+        if u < 0.95
         else rng.uniform(0.7, 0.95)
+    )
     colour = sf.skin_colour(rng) if rng.random() < 0.3 else _random_colour(rng)
     pad = 0.15 * max(w, h) + 1
     kind = rng.integers(4)
     if kind == 0:  # From the left or right side (another head, a pole, a sign).
         if rng.random() < 0.5:
-            pts = [(x - pad, y - pad), (x + cover * w, y - pad), (x + cover * w, y + h + pad),
-                   (x - pad, y + h + pad)]
+            pts = [
+                (x - pad, y - pad),
+                (x + cover * w, y - pad),
+                (x + cover * w, y + h + pad),
+                (x - pad, y + h + pad),
+            ]
         else:
-            pts = [(x + (1 - cover) * w, y - pad), (x + w + pad, y - pad),
-                   (x + w + pad, y + h + pad), (x + (1 - cover) * w, y + h + pad)]
+            pts = [
+                (x + (1 - cover) * w, y - pad),
+                (x + w + pad, y - pad),
+                (x + w + pad, y + h + pad),
+                (x + (1 - cover) * w, y + h + pad),
+            ]
         canvas.poly(pts, colour, -1, convex=True)
     elif kind == 1:  # From below (scarf, mask, hand, raised object) or above (hat, sign).
         if rng.random() < 0.7:
             y0, y1 = y + (1 - cover) * h, y + h + pad
         else:
             y0, y1 = y - pad, y + cover * h
-        canvas.poly([(x - pad, y0), (x + w + pad, y0), (x + w + pad, y1), (x - pad, y1)],
-                    colour, -1, convex=True)
+        canvas.poly(
+            [(x - pad, y0), (x + w + pad, y0), (x + w + pad, y1), (x - pad, y1)],
+            colour,
+            -1,
+            convex=True,
+        )
     else:  # A blob (hand, ball, flag) of about the target area.
         ar = rng.uniform(0.6, 1.6)
         a = math.sqrt(cover * w * h / math.pi * ar)
-        canvas.ellipse((x + rng.uniform(0.2, 0.8) * w, y + rng.uniform(0.2, 0.8) * h),
-                       (a, cover * w * h / math.pi / a), rng.uniform(0, 180), colour, -1)
+        canvas.ellipse(
+            (x + rng.uniform(0.2, 0.8) * w, y + rng.uniform(0.2, 0.8) * h),
+            (a, cover * w * h / math.pi / a),
+            rng.uniform(0, 180),
+            colour,
+            -1,
+        )
 
 
 def _sample_faces(rng, cfg: Config, split: str, h: int, w: int, event_scene: str) -> list:
@@ -215,11 +274,15 @@ def _sample_faces(rng, cfg: Config, split: str, h: int, w: int, event_scene: str
             yaw = float(np.clip(rng.normal(0, 18), -45, 45))
         else:
             yaw = float(rng.choice([-1, 1]) * rng.uniform(40, 80))
-        roll = float(np.clip(rng.normal(0, 8), -25, 25)) if rng.random() < 0.95 \
+        roll = (
+            float(np.clip(rng.normal(0, 8), -25, 25))
+            if rng.random() < 0.95
             else float(rng.choice([-1, 1]) * rng.uniform(25, 45))
+        )
         pose = sp.Pose(yaw=yaw, pitch=float(np.clip(rng.normal(0, 8), -25, 25)), roll=roll)
-        person = sp.Person(sf.sample_identity(int(ident_id), cfg.seed),
-                           sf.sample_expression(rng), pose, face_w / 2)
+        person = sp.Person(
+            sf.sample_identity(int(ident_id), cfg.seed), sf.sample_expression(rng), pose, face_w / 2
+        )
         lm, fh = person.face_points()
         pts = np.concatenate([lm, fh])
         (mx, my), (mx1, my1) = pts.min(0), pts.max(0)
@@ -258,8 +321,9 @@ def _tight_box(points: np.ndarray, w: int, h: int) -> list[int]:
     return [x0, y0, max(1, x1 - x0), max(1, y1 - y0)]
 
 
-def render_image(cfg: Config, split: str, index: int, n_images: int, people: bool = True
-                 ) -> tuple[np.ndarray, RenderedImage]:
+def render_image(
+    cfg: Config, split: str, index: int, n_images: int, people: bool = True
+) -> tuple[np.ndarray, RenderedImage]:
     """Draws image `index` of `split`.
 
     Args:
@@ -282,8 +346,11 @@ def render_image(cfg: Config, split: str, index: int, n_images: int, people: boo
     canvas = sp.Canvas(img, owner)
     for _ in range(int(rng.integers(4, 30))):
         _distractor(canvas, rng, h, w, 0.4 * w)
-    placed = [] if not people or index % ZERO_FACE_EVERY == 1 else _sample_faces(
-        rng, cfg, split, h, w, event_scene)
+    placed = (
+        []
+        if not people or index % ZERO_FACE_EVERY == 1
+        else _sample_faces(rng, cfg, split, h, w, event_scene)
+    )
     faces = []
     for k, (person, has_body) in enumerate(placed):
         lm, fh = person.face_points()
@@ -294,22 +361,41 @@ def render_image(cfg: Config, split: str, index: int, n_images: int, people: boo
         area = int(np.count_nonzero(owner[ys, xs] == k))
         face_w = 2 * person.scale
         u = rng.random()
-        gain = rng.uniform(0.25, 0.45) if u < 0.04 else rng.uniform(1.9, 2.6) if u < 0.07 \
+        gain = (
+            rng.uniform(0.25, 0.45)
+            if u < 0.04
+            else rng.uniform(1.9, 2.6)
+            if u < 0.07
             else rng.uniform(0.75, 1.3)
+        )
         _relight(img, owner, k, box, gain, rng.uniform(0, 0.4), rng)
         blur_r = 0.0
         if rng.random() < (0.55 if face_w < 20 else 0.35 if face_w < 40 else 0.22):
             u = rng.random()
-            r = rng.uniform(0.03, 0.07) if u < 0.15 else rng.uniform(0.07, 0.18) if u < 0.65 \
+            r = (
+                rng.uniform(0.03, 0.07)
+                if u < 0.15
+                else rng.uniform(0.07, 0.18)
+                if u < 0.65
                 else rng.uniform(0.18, 0.35)
+            )
             kk = max(3, int(round(r * face_w)) | 1)
             kk = min(kk, 41)
             blur_r = kk / face_w
             _blur(img, owner, k, box, _blur_kernel(rng, kk))
         if rng.random() < 0.25:
             _occluder(canvas, rng, box)
-        faces.append(dict(person=person, has_body=has_body, lm=lm, box=box, area=area,
-                          gain=gain, blur_r=blur_r))
+        faces.append(
+            dict(
+                person=person,
+                has_body=has_body,
+                lm=lm,
+                box=box,
+                area=area,
+                gain=gain,
+                blur_r=blur_r,
+            )
+        )
     for _ in range(int(rng.integers(0, 3)) if rng.random() < 0.3 else 0):
         _distractor(canvas, rng, h, w, 0.25 * w, owner=-1)
     # Sensor noise on everything, so faces are not the only noise-free regions.
@@ -320,7 +406,7 @@ def render_image(cfg: Config, split: str, index: int, n_images: int, people: boo
     boxes, attrs, records = [], [], []
     for k, f in enumerate(faces):
         person, box = f['person'], f['box']
-        visible = np.count_nonzero(owner[box[1]:box[1] + box[3], box[0]:box[0] + box[2]] == k)
+        visible = np.count_nonzero(owner[box[1] : box[1] + box[3], box[0] : box[0] + box[2]] == k)
         occ_f = 1.0 - visible / f['area'] if f['area'] > 0 else 1.0
         blur = 0 if f['blur_r'] < 0.07 else 1 if f['blur_r'] < 0.18 else 2
         occ = 0 if occ_f < 0.1 else 1 if occ_f < 0.4 else 2
@@ -337,14 +423,19 @@ def render_image(cfg: Config, split: str, index: int, n_images: int, people: boo
         kp[2] = (*lm[36:42].mean(0), 1) if pose.yaw >= -60 else 0
         body = person.body_keypoints(w, h, f['has_body'])
         kp[3:5], kp[5:7] = body[2:4], body[0:2]
-        records.append({
-            'box': box, 'landmarks68': lm.tolist(),
-            'keypoints7': [[round(float(a), 2), round(float(b), 2), int(v)] for a, b, v in kp],
-            'identity': person.ident.identity, 'yaw': round(pose.yaw, 2),
-            'roll': round(pose.roll, 2), 'occlusion_fraction': round(float(occ_f), 4)})
-    ann = wider.ImageAnnotation(name, np.asarray(boxes, np.int32).reshape(-1, 4),
-                                np.asarray(attrs, np.int32).reshape(-1, 6))
+        records.append(
+            {
+                'box': box,
+                'landmarks68': lm.tolist(),
+                'keypoints7': [[round(float(a), 2), round(float(b), 2), int(v)] for a, b, v in kp],
+                'identity': person.ident.identity,
+                'yaw': round(pose.yaw, 2),
+                'roll': round(pose.roll, 2),
+                'occlusion_fraction': round(float(occ_f), 4),
+            }
+        )
+    ann = wider.ImageAnnotation(
+        name, np.asarray(boxes, np.int32).reshape(-1, 4), np.asarray(attrs, np.int32).reshape(-1, 6)
+    )
     record = {'image': name, 'width': w, 'height': h, 'faces': records}
     return img, RenderedImage(ann, record)
-
-

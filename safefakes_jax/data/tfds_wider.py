@@ -131,8 +131,9 @@ def image_size(data: bytes, name: str = '<bytes>') -> tuple[int, int, str]:
             return (*jpeg_size(data, name), 'jpeg')
         except ValueError as e:
             if 'not a JPEG' in str(e):
-                raise ValueError(f'{name}: not a JPEG or PNG file (WIDER-layout images must be '
-                                 'one of them)') from None
+                raise ValueError(
+                    f'{name}: not a JPEG or PNG file (WIDER-layout images must be one of them)'
+                ) from None
             raise
     try:
         with PIL.Image.open(io.BytesIO(data)) as im:
@@ -162,22 +163,26 @@ class WiderFaceLocal(tfds.core.GeneratorBasedBuilder):
     """WIDER FACE (or any folder in its layout) read from local disk; nothing is downloaded."""
 
     VERSION = tfds.core.Version('1.1.0')
-    RELEASE_NOTES = {'1.0.0': 'JPEG bytes as on disk, boxes, attributes, image size.',
-                     '1.1.0': 'PNG images too; image/format feature.'}
+    RELEASE_NOTES = {
+        '1.0.0': 'JPEG bytes as on disk, boxes, attributes, image size.',
+        '1.1.0': 'PNG images too; image/format feature.',
+    }
 
     def _info(self) -> tfds.core.DatasetInfo:
         face = {'bbox': tfds.features.BBoxFeature()}
         face.update({attr: np.int32 for attr in wider.ATTRIBUTE_NAMES})
         return self.dataset_info_from_configs(
             description='WIDER FACE layout folder: ' + self.builder_config.root,
-            features=tfds.features.FeaturesDict({
-                'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
-                'image/format': tfds.features.Text(),
-                'image/filename': tfds.features.Text(),
-                'width': np.int32,
-                'height': np.int32,
-                'faces': tfds.features.Sequence(face),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
+                    'image/format': tfds.features.Text(),
+                    'image/filename': tfds.features.Text(),
+                    'width': np.int32,
+                    'height': np.int32,
+                    'faces': tfds.features.Sequence(face),
+                }
+            ),
             homepage='http://shuoyang1213.me/WIDERFACE/',
         )
 
@@ -206,15 +211,19 @@ class WiderFaceLocal(tfds.core.GeneratorBasedBuilder):
             if annotations:  # TFDS cannot write an empty split.
                 splits[split] = (annotations, images_dir)
         if not splits:
-            raise FileNotFoundError(f'{self.builder_config.root}: no non-empty '
-                                    'wider_face_split/wider_face_{train,val}_bbx_gt.txt found')
+            raise FileNotFoundError(
+                f'{self.builder_config.root}: no non-empty '
+                'wider_face_split/wider_face_{train,val}_bbx_gt.txt found'
+            )
         self._annotations = splits
         return splits
 
     def _split_generators(self, dl_manager):
         del dl_manager  # Nothing to download: the data is the local folder.
-        return {split: self._generate_examples(annotations, images_dir)
-                for split, (annotations, images_dir) in self.read_annotations().items()}
+        return {
+            split: self._generate_examples(annotations, images_dir)
+            for split, (annotations, images_dir) in self.read_annotations().items()
+        }
 
     def _generate_examples(self, annotations: list[wider.ImageAnnotation], images_dir: str):
         for ann in annotations:
@@ -223,14 +232,17 @@ class WiderFaceLocal(tfds.core.GeneratorBasedBuilder):
             with open(path, 'rb') as f:
                 data = f.read()
             width, height, fmt = image_size(data, path)
-            yield ann.name, {
-                'image': data,
-                'image/format': fmt,
-                'image/filename': ann.name,
-                'width': width,
-                'height': height,
-                'faces': _faces(ann, width, height),
-            }
+            yield (
+                ann.name,
+                {
+                    'image': data,
+                    'image/format': fmt,
+                    'image/filename': ann.name,
+                    'width': width,
+                    'height': height,
+                    'faces': _faces(ann, width, height),
+                },
+            )
 
 
 def fingerprint(root: str | os.PathLike) -> str:
@@ -291,7 +303,10 @@ def _warn_leftover_cache(root: str, data_dir: str) -> None:
         absl_logging.warning(
             'Found %s, a TFDS cache of an older version beside the dataset folders: it holds a '
             'copy of the images of every folder prepared there (originals included). Delete '
-            'it unless you use it; records now go to %s.', old, data_dir)
+            'it unless you use it; records now go to %s.',
+            old,
+            data_dir,
+        )
 
 
 def builder(root: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> WiderFaceLocal:
@@ -304,14 +319,17 @@ def builder(root: str | os.PathLike, data_dir: str | os.PathLike | None = None) 
     root = os.path.realpath(os.fspath(root))
     if not os.path.isdir(root):
         raise FileNotFoundError(f'{root}: WIDER-layout folder not found')
-    config = WiderConfig(name=config_name(root), version=WiderFaceLocal.VERSION, root=root,
-                         description=f'WIDER-layout folder {root}')
+    config = WiderConfig(
+        name=config_name(root),
+        version=WiderFaceLocal.VERSION,
+        root=root,
+        description=f'WIDER-layout folder {root}',
+    )
     data_dir = default_data_dir() if not data_dir else os.fspath(data_dir)
     return WiderFaceLocal(config=config, data_dir=data_dir)
 
 
-def prepare(root: str | os.PathLike, data_dir: str | os.PathLike | None = None
-            ) -> WiderFaceLocal:
+def prepare(root: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> WiderFaceLocal:
     """`builder(root, data_dir)`, prepared (written once, offline) and ready to read.
 
     Before TFDS writes anything, both annotation files are read and checked
@@ -322,11 +340,13 @@ def prepare(root: str | os.PathLike, data_dir: str | os.PathLike | None = None
     _warn_leftover_cache(b.builder_config.root, os.fspath(b.data_dir_root))
     if not b.is_prepared():
         b.read_annotations()
-        absl_logging.info('Preparing the TFDS records of %s in %s (set $SAFEFAKES_TFDS_DIR or '
-                          'config.data.tfds_dir to put them elsewhere).',
-                          b.builder_config.root, b.data_dir)
-        b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            try_download_gcs=False))
+        absl_logging.info(
+            'Preparing the TFDS records of %s in %s (set $SAFEFAKES_TFDS_DIR or '
+            'config.data.tfds_dir to put them elsewhere).',
+            b.builder_config.root,
+            b.data_dir,
+        )
+        b.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     return b
 
 
@@ -341,15 +361,23 @@ def check_split(b: WiderFaceLocal, split: str) -> str:
     """The builder's name of `split`; a clear error if the folder has no such split."""
     name = tfds_split(split).split('[')[0]
     if name not in b.info.splits:
-        raise ValueError(f'{b.builder_config.root}: no {split!r} split (prepared splits: '
-                         f'{sorted(b.info.splits)}; a split needs a non-empty '
-                         'wider_face_split/wider_face_<split>_bbx_gt.txt)')
+        raise ValueError(
+            f'{b.builder_config.root}: no {split!r} split (prepared splits: '
+            f'{sorted(b.info.splits)}; a split needs a non-empty '
+            'wider_face_split/wider_face_<split>_bbx_gt.txt)'
+        )
     return name
 
 
-def load(root: str | os.PathLike, split: str, data_dir: str | os.PathLike | None = None, *,
-         decode_image: bool = True, shuffle_files: bool = False,
-         read_config: tfds.ReadConfig | None = None) -> tf.data.Dataset:
+def load(
+    root: str | os.PathLike,
+    split: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    decode_image: bool = True,
+    shuffle_files: bool = False,
+    read_config: tfds.ReadConfig | None = None,
+) -> tf.data.Dataset:
     """Prepares `root` if needed and returns one split as a `tf.data.Dataset` of examples.
 
     Args:
@@ -367,5 +395,9 @@ def load(root: str | os.PathLike, split: str, data_dir: str | os.PathLike | None
     b = prepare(root, data_dir)
     check_split(b, split)
     decoders = None if decode_image else {'image': tfds.decode.SkipDecoding()}
-    return b.as_dataset(split=tfds_split(split), decoders=decoders, shuffle_files=shuffle_files,
-                        read_config=read_config)
+    return b.as_dataset(
+        split=tfds_split(split),
+        decoders=decoders,
+        shuffle_files=shuffle_files,
+        read_config=read_config,
+    )

@@ -66,8 +66,9 @@ class ImageAnnotation:
         self.boxes = np.asarray(self.boxes, np.int32).reshape(-1, 4)
         self.attributes = np.asarray(self.attributes, np.int32).reshape(-1, len(ATTRIBUTE_NAMES))
         if len(self.boxes) != len(self.attributes):
-            raise ValueError(f'{self.name}: {len(self.boxes)} boxes but {len(self.attributes)} '
-                             'attribute rows')
+            raise ValueError(
+                f'{self.name}: {len(self.boxes)} boxes but {len(self.attributes)} attribute rows'
+            )
 
     @property
     def event(self) -> str:
@@ -89,8 +90,10 @@ def split_paths(root: str | os.PathLike, split: str) -> tuple[str, str]:
     if split not in SPLITS:
         raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
     root = os.fspath(root)
-    return (os.path.join(root, 'wider_face_split', f'wider_face_{split}_bbx_gt.txt'),
-            os.path.join(root, f'WIDER_{split}', 'images'))
+    return (
+        os.path.join(root, 'wider_face_split', f'wider_face_{split}_bbx_gt.txt'),
+        os.path.join(root, f'WIDER_{split}', 'images'),
+    )
 
 
 def require_split(root: str | os.PathLike, split: str, how_to_create: str = '') -> tuple[str, str]:
@@ -108,8 +111,10 @@ def require_split(root: str | os.PathLike, split: str, how_to_create: str = '') 
     for path in (txt, images):
         if not os.path.exists(path):
             hint = f' Create it with: {how_to_create}' if how_to_create else ''
-            raise FileNotFoundError(f'WIDER FACE {split} split not found: {path} is missing '
-                                    f'(root {os.fspath(root)!r}).{hint}')
+            raise FileNotFoundError(
+                f'WIDER FACE {split} split not found: {path} is missing '
+                f'(root {os.fspath(root)!r}).{hint}'
+            )
     return txt, images
 
 
@@ -126,14 +131,17 @@ def read_text_lines(path: str | os.PathLike) -> list[str]:
     with open(path, 'rb') as f:
         data = f.read()
     if data.startswith((b'\xef\xbb\xbf', b'\xff\xfe', b'\xfe\xff')):
-        raise FormatError(path, 1, 'file starts with a byte-order mark; save it as plain UTF-8 '
-                          'without BOM')
+        raise FormatError(
+            path, 1, 'file starts with a byte-order mark; save it as plain UTF-8 without BOM'
+        )
     try:
         text = data.decode('utf-8')
     except UnicodeDecodeError as e:
-        raise FormatError(path, data[:e.start].count(b'\n') + 1,
-                          f'not valid UTF-8 (byte {data[e.start]:#04x} at offset {e.start})'
-                          ) from None
+        raise FormatError(
+            path,
+            data[: e.start].count(b'\n') + 1,
+            f'not valid UTF-8 (byte {data[e.start]:#04x} at offset {e.start})',
+        ) from None
     return text.splitlines()
 
 
@@ -144,20 +152,24 @@ def _is_name(line: str) -> bool:
 def _parse_ints(path, lineno: int, line: str, n: int, what: str) -> list[int]:
     fields = line.split()
     if len(fields) != n:
-        raise FormatError(path, lineno, f'expected {n} fields ({what}), got {len(fields)}: '
-                          f'{line.strip()!r}')
+        raise FormatError(
+            path, lineno, f'expected {n} fields ({what}), got {len(fields)}: {line.strip()!r}'
+        )
     try:
         values = [int(f) for f in fields]
     except ValueError:
         raise FormatError(path, lineno, f'non-integer field in {what}: {line.strip()!r}') from None
     if any(not _INT32[0] <= v <= _INT32[1] for v in values):
-        raise FormatError(path, lineno, f'value out of the int32 range in {what}: '
-                          f'{line.strip()!r}')
+        raise FormatError(path, lineno, f'value out of the int32 range in {what}: {line.strip()!r}')
     return values
 
 
-def read_bbx_gt(path: str | os.PathLike, images_dir: str | os.PathLike | None = None,
-                strict: bool = False, allow_negative: bool = False) -> list[ImageAnnotation]:
+def read_bbx_gt(
+    path: str | os.PathLike,
+    images_dir: str | os.PathLike | None = None,
+    strict: bool = False,
+    allow_negative: bool = False,
+) -> list[ImageAnnotation]:
     """Reads `wider_face_{split}_bbx_gt.txt`.
 
     Every image name must be a plain relative path (`root_paths.name_problem`: no absolute
@@ -195,11 +207,18 @@ def read_bbx_gt(path: str | os.PathLike, images_dir: str | os.PathLike | None = 
             raise FormatError(path, name_line, f'expected an image path, got {name!r}')
         problem = root_paths.name_problem(name)
         if problem:
-            raise FormatError(path, name_line, f'{name!r}: {problem}; image names must be '
-                              'relative paths inside the images folder')
+            raise FormatError(
+                path,
+                name_line,
+                f'{name!r}: {problem}; image names must be relative paths inside the images folder',
+            )
         if name in seen:
-            raise FormatError(path, name_line, f'{name} is listed twice (lines {seen[name]} and '
-                              f'{name_line}); merge its blocks into one')
+            raise FormatError(
+                path,
+                name_line,
+                f'{name} is listed twice (lines {seen[name]} and '
+                f'{name_line}); merge its blocks into one',
+            )
         seen[name] = name_line
         if i >= n_lines:
             raise FormatError(path, name_line, f'{name}: missing face count at end of file')
@@ -210,9 +229,11 @@ def read_bbx_gt(path: str | os.PathLike, images_dir: str | os.PathLike | None = 
         rows = []
         for _ in range(count):
             if i >= n_lines or _is_name(lines[i]):
-                raise FormatError(path, i + 1 if i < n_lines else i,
-                                  f'{name}: count says {count} faces but only {len(rows)} rows '
-                                  'follow')
+                raise FormatError(
+                    path,
+                    i + 1 if i < n_lines else i,
+                    f'{name}: count says {count} faces but only {len(rows)} rows follow',
+                )
             row = _parse_ints(path, i + 1, lines[i], 10, 'x y w h + 6 attributes')
             if (row[2] < 0 or row[3] < 0) and not allow_negative:
                 raise FormatError(path, i + 1, f'{name}: negative box size w={row[2]} h={row[3]}')
@@ -221,20 +242,29 @@ def read_bbx_gt(path: str | os.PathLike, images_dir: str | os.PathLike | None = 
         if count == 0 and i < n_lines and lines[i].split() == ['0'] * 10:
             i += 1  # The dummy row of a 0-face image: consume, it is not a face.
         if i < n_lines and lines[i].strip() and not _is_name(lines[i]):
-            raise FormatError(path, i + 1, f'{name}: count says {count} faces but more rows '
-                              f'follow: {lines[i].strip()!r}')
+            raise FormatError(
+                path,
+                i + 1,
+                f'{name}: count says {count} faces but more rows follow: {lines[i].strip()!r}',
+            )
         if images_dir is not None and not os.path.isfile(
-                root_paths.resolve_inside(images_dir, name, f'{os.fspath(path)}:{name_line}')):
+            root_paths.resolve_inside(images_dir, name, f'{os.fspath(path)}:{name_line}')
+        ):
             if strict:
-                raise FileNotFoundError(f'{os.fspath(path)}:{name_line}: image {name} not found '
-                                        f'under {os.fspath(images_dir)}')
+                raise FileNotFoundError(
+                    f'{os.fspath(path)}:{name_line}: image {name} not found '
+                    f'under {os.fspath(images_dir)}'
+                )
             missing.append(name)
             continue
         arr = np.asarray(rows, np.int32).reshape(-1, 10)
         annotations.append(ImageAnnotation(name, arr[:, :4], arr[:, 4:], name_line))
     if missing:
-        warnings.warn(f'{os.fspath(path)}: skipped {len(missing)} listed images missing under '
-                      f'{os.fspath(images_dir)} (first: {missing[0]})', stacklevel=2)
+        warnings.warn(
+            f'{os.fspath(path)}: skipped {len(missing)} listed images missing under '
+            f'{os.fspath(images_dir)} (first: {missing[0]})',
+            stacklevel=2,
+        )
     return annotations
 
 
@@ -265,12 +295,14 @@ def format_prediction(stem: str, dets: np.ndarray) -> str:
     return f'{stem}\n{len(dets)}\n{rows}'
 
 
-def write_predictions(pred_dir: str | os.PathLike,
-                      predictions: Mapping[tuple[str, str], np.ndarray]) -> None:
+def write_predictions(
+    pred_dir: str | os.PathLike, predictions: Mapping[tuple[str, str], np.ndarray]
+) -> None:
     """Writes `{(event, stem): [N, 5] x y w h score}` as `<pred_dir>/<event>/<stem>.txt`."""
     for (event, stem), dets in predictions.items():
-        atomic_io.write_text(os.path.join(pred_dir, event, stem + '.txt'),
-                             format_prediction(stem, dets))
+        atomic_io.write_text(
+            os.path.join(pred_dir, event, stem + '.txt'), format_prediction(stem, dets)
+        )
 
 
 def read_prediction_file(path: str | os.PathLike) -> np.ndarray:
@@ -286,16 +318,20 @@ def read_prediction_file(path: str | os.PathLike) -> np.ndarray:
     try:
         count = int(lines[1].strip())
     except ValueError:
-        raise FormatError(path, 2, f'expected a detection count, got {lines[1].strip()!r}') \
-            from None
+        raise FormatError(
+            path, 2, f'expected a detection count, got {lines[1].strip()!r}'
+        ) from None
     rows = []
     for lineno, line in enumerate(lines[2:], start=3):
         fields = line.split()
         if not fields:
             continue
         if len(fields) != 5:
-            raise FormatError(path, lineno, f'expected 5 fields x y w h score, got '
-                              f'{len(fields)}: {line.strip()!r}')
+            raise FormatError(
+                path,
+                lineno,
+                f'expected 5 fields x y w h score, got {len(fields)}: {line.strip()!r}',
+            )
         try:
             row = [float(v) for v in fields]
         except ValueError:
@@ -304,8 +340,11 @@ def read_prediction_file(path: str | os.PathLike) -> np.ndarray:
             raise FormatError(path, lineno, f'NaN or infinite value: {line.strip()!r}')
         rows.append(row)
     if count != len(rows):
-        warnings.warn(f'{os.fspath(path)}:2: count says {count} detections but {len(rows)} '
-                      'rows follow; using the rows', stacklevel=2)
+        warnings.warn(
+            f'{os.fspath(path)}:2: count says {count} detections but {len(rows)} '
+            'rows follow; using the rows',
+            stacklevel=2,
+        )
     return np.asarray(rows, np.float64).reshape(-1, 5)
 
 

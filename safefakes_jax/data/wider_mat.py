@@ -72,8 +72,11 @@ def _group_by_event(annotations: Sequence[wider.ImageAnnotation]) -> dict[str, l
     return {e: groups[e] for e in sorted(groups, key=event_key)}
 
 
-def write_ground_truth(gt_dir: str | os.PathLike, annotations: Sequence[wider.ImageAnnotation],
-                       keep: Mapping[str, Sequence[np.ndarray]]) -> None:
+def write_ground_truth(
+    gt_dir: str | os.PathLike,
+    annotations: Sequence[wider.ImageAnnotation],
+    keep: Mapping[str, Sequence[np.ndarray]],
+) -> None:
     """Writes `wider_face_val.mat` and `wider_{easy,medium,hard}_val.mat` in the official form.
 
     Args:
@@ -96,7 +99,7 @@ def write_ground_truth(gt_dir: str | os.PathLike, annotations: Sequence[wider.Im
         return b if len(b) else np.zeros((1, 4), np.int32)
 
     def label(k: int, col: int) -> np.ndarray:
-        a = annotations[k].attributes[:, col:col + 1]
+        a = annotations[k].attributes[:, col : col + 1]
         return a if len(a) else np.zeros((1, 1), np.int32)
 
     base = {
@@ -111,8 +114,9 @@ def write_ground_truth(gt_dir: str | os.PathLike, annotations: Sequence[wider.Im
     for setting in wider.SETTINGS:
         lists = keep[setting]
         if len(lists) != len(annotations):
-            raise ValueError(f'keep[{setting!r}] has {len(lists)} entries for '
-                             f'{len(annotations)} images')
+            raise ValueError(
+                f'keep[{setting!r}] has {len(lists)} entries for {len(annotations)} images'
+            )
 
         def column(k: int, lists=lists) -> np.ndarray:
             idx = np.asarray(lists[k], np.int64).reshape(-1)
@@ -121,8 +125,9 @@ def write_ground_truth(gt_dir: str | os.PathLike, annotations: Sequence[wider.Im
                 raise ValueError(f'{annotations[k].name}: keep index out of range 0..{n - 1}')
             return (idx + 1).astype(np.int32).reshape(-1, 1)
 
-        _savemat(os.path.join(gt_dir, f'wider_{setting}_val.mat'),
-                 {**base, 'gt_list': per_event(column)})
+        _savemat(
+            os.path.join(gt_dir, f'wider_{setting}_val.mat'), {**base, 'gt_list': per_event(column)}
+        )
 
 
 def _savemat(path: str, variables: dict) -> None:
@@ -157,8 +162,7 @@ def read_ground_truth(gt_dir: str | os.PathLike) -> GroundTruth:
         files, bbxs = full['file_list'][i][0], full['face_bbx_list'][i][0]
         for j in range(len(files)):
             boxes = np.asarray(bbxs[j][0], np.float64).reshape(-1, 4)
-            images.append(GroundTruthImage(event, str(files[j][0][0]),
-                                           boxes.astype(np.int32), {}))
+            images.append(GroundTruthImage(event, str(files[j][0][0]), boxes.astype(np.int32), {}))
     for setting in wider.SETTINGS:
         path = os.path.join(gt_dir, f'wider_{setting}_val.mat')
         gt_list = _load_mat(path, ('gt_list',))['gt_list']
@@ -167,17 +171,26 @@ def read_ground_truth(gt_dir: str | os.PathLike) -> GroundTruth:
             column = gt_list[i][0]
             for j in range(len(column)):
                 if k >= len(images):
-                    raise wider.FormatError(path, None, 'gt_list has more images than '
-                                      'wider_face_val.mat')
+                    raise wider.FormatError(
+                        path, None, 'gt_list has more images than wider_face_val.mat'
+                    )
                 idx = np.asarray(column[j][0], np.float64).reshape(-1)
-                if idx.size and (np.any(idx != np.round(idx)) or idx.min() < 1
-                                 or idx.max() > len(images[k].boxes)):
-                    raise wider.FormatError(path, None, f'{events[i]}/{images[k].stem}: gt_list '
-                                      f'indices must be 1-based integers <= '
-                                      f'{len(images[k].boxes)}, got {idx.tolist()}')
+                if idx.size and (
+                    np.any(idx != np.round(idx))
+                    or idx.min() < 1
+                    or idx.max() > len(images[k].boxes)
+                ):
+                    raise wider.FormatError(
+                        path,
+                        None,
+                        f'{events[i]}/{images[k].stem}: gt_list '
+                        f'indices must be 1-based integers <= '
+                        f'{len(images[k].boxes)}, got {idx.tolist()}',
+                    )
                 images[k].keep[setting] = idx.astype(np.int64) - 1
                 k += 1
         if k != len(images):
-            raise wider.FormatError(path, None, f'gt_list has {k} images, wider_face_val.mat '
-                              f'{len(images)}')
+            raise wider.FormatError(
+                path, None, f'gt_list has {k} images, wider_face_val.mat {len(images)}'
+            )
     return GroundTruth(events, images)

@@ -146,6 +146,7 @@ def shot_anchors(image_size: int, aspect_ratio: float = 1.0) -> tuple[np.ndarray
     """(first-shot, second-shot) anchors [A, 4] normalised cx cy w h, matching `dsfd.DSFD`."""
     maps = dsfd.feature_map_sizes(image_size, image_size)
     second = anchor_boxes(image_size, sizes=SIZES, aspect_ratio=aspect_ratio, feature_maps=maps)
-    first = anchor_boxes(image_size, sizes=first_shot_sizes(), aspect_ratio=aspect_ratio,
-                         feature_maps=maps)
+    first = anchor_boxes(
+        image_size, sizes=first_shot_sizes(), aspect_ratio=aspect_ratio, feature_maps=maps
+    )
     return first, second

@@ -55,15 +55,16 @@ def _process_rows(array: jax.Array) -> slice:
     """
     n = array.shape[0]
     rows = [s.index[0] for s in array.addressable_shards]
-    return slice(min(r.start or 0 for r in rows), max(n if r.stop is None else r.stop
-                                                      for r in rows))
+    return slice(
+        min(r.start or 0 for r in rows), max(n if r.stop is None else r.stop for r in rows)
+    )
 
 
 def _allgather_bytes(data: bytes) -> list[bytes]:
     """Every process's `data`, in process order (a collective: all processes call it)."""
     sizes = np.asarray(multihost_utils.process_allgather(np.int32(len(data)))).reshape(-1)
     padded = np.zeros(max(int(sizes.max()), 1), np.uint8)
-    padded[:len(data)] = np.frombuffer(data, np.uint8)
+    padded[: len(data)] = np.frombuffer(data, np.uint8)
     gathered = np.asarray(multihost_utils.process_allgather(padded))
     return [gathered[p, :n].tobytes() for p, n in enumerate(sizes)]
 
@@ -74,10 +75,13 @@ def allgather_predictions(preds: Predictions) -> Predictions:
         return preds
     keys = sorted(preds)
     buf = io.BytesIO()  # npz, not pickle: names, per-image row counts, all rows.
-    np.savez(buf, events=np.array([k[0] for k in keys], str),
-             stems=np.array([k[1] for k in keys], str),
-             counts=np.array([len(preds[k]) for k in keys], np.int64),
-             rows=np.concatenate([preds[k] for k in keys]) if keys else np.zeros((0, 5)))
+    np.savez(
+        buf,
+        events=np.array([k[0] for k in keys], str),
+        stems=np.array([k[1] for k in keys], str),
+        counts=np.array([len(preds[k]) for k in keys], np.int64),
+        rows=np.concatenate([preds[k] for k in keys]) if keys else np.zeros((0, 5)),
+    )
     merged = {}
     for blob in _allgather_bytes(buf.getvalue()):
         with np.load(io.BytesIO(blob), allow_pickle=False) as f:
@@ -97,12 +101,18 @@ def make_predict_step(model: Any, mesh) -> Callable[[Any, dict], dict]:
         return {'loc2': out['loc2'], 'conf2': out['conf2']}
 
     repl = sharding.replicated(mesh)
-    return jax.jit(predict, in_shardings=(repl, sharding.batch_sharding(mesh)),
-                   out_shardings=repl)
+    return jax.jit(predict, in_shardings=(repl, sharding.batch_sharding(mesh)), out_shardings=repl)
 
 
-def single_dataset(val_root: str, mesh, *, image_size: int, batch_size: int, max_boxes: int,
-                   data_dir: str | None = None):
+def single_dataset(
+    val_root: str,
+    mesh,
+    *,
+    image_size: int,
+    batch_size: int,
+    max_boxes: int,
+    data_dir: str | None = None,
+):
     """The letterboxed val pipeline of `predict_single` (build it once, iterate it each time).
 
     The global batch is `batch_size` rounded up to a multiple of the mesh's devices; each
@@ -111,13 +121,29 @@ def single_dataset(val_root: str, mesh, *, image_size: int, batch_size: int, max
     n_dev = mesh.devices.size
     host_batch = -(-batch_size // n_dev) * n_dev // jax.process_count()
     return detection_pipeline.make_eval_dataset(
-        val_root, batch_size=host_batch, image_size=image_size, max_boxes=max_boxes,
-        split='val', data_dir=data_dir, letterbox=True)
+        val_root,
+        batch_size=host_batch,
+        image_size=image_size,
+        max_boxes=max_boxes,
+        split='val',
+        data_dir=data_dir,
+        letterbox=True,
+    )
 
 
-def predict_single(params: Any, predict_fn, mesh, anchors: np.ndarray, dataset, *,
-                   image_size: int, conf_thresh: float = 0.05, max_batches: int = 0,
-                   grid: list[np.ndarray] | None = None, grid_images: int = 0) -> Predictions:
+def predict_single(
+    params: Any,
+    predict_fn,
+    mesh,
+    anchors: np.ndarray,
+    dataset,
+    *,
+    image_size: int,
+    conf_thresh: float = 0.05,
+    max_batches: int = 0,
+    grid: list[np.ndarray] | None = None,
+    grid_images: int = 0,
+) -> Predictions:
     """Single-scale detections on the val split: `{(event, stem): [N, 5] x y w h score}`.
 
     Multi-process: the processes predict each global batch together, each post-processes the
@@ -150,11 +176,12 @@ def predict_single(params: Any, predict_fn, mesh, anchors: np.ndarray, dataset, 
         loc, conf = out['loc2'][mine], out['conf2'][mine]
         for j in np.flatnonzero(batch['_mask']):
             dets = postprocess.detections_from_outputs(
-                loc[j], conf[j], anchors, (size, size), conf_thresh=conf_thresh)
+                loc[j], conf[j], anchors, (size, size), conf_thresh=conf_thresh
+            )
             if grid is not None and len(grid) < grid_images:
-                truth = image_grids.draw_boxes(batch['image'][j],
-                                               batch['boxes'][j][batch['box_mask'][j]],
-                                               color=(255, 0, 0))
+                truth = image_grids.draw_boxes(
+                    batch['image'][j], batch['boxes'][j][batch['box_mask'][j]], color=(255, 0, 0)
+                )
                 grid.append(image_grids.draw_boxes(truth, dets[dets[:, 4] >= GRID_SCORE, :4]))
             sx, sy = (float(v) for v in batch['scale'][j])
             dets[:, :4] /= np.array([sx, sy, sx, sy])
@@ -168,9 +195,16 @@ def val_images(root: str) -> list[str]:
     return [a.name for a in wider.read_bbx_gt(txt, allow_negative=True)]
 
 
-def predict_multiscale(model: Any, params: Any, val_root: str, *, aspect_ratio: float,
-                       conf_thresh: float = 0.05, max_side: int = 0,
-                       max_images: int = 0) -> Predictions:
+def predict_multiscale(
+    model: Any,
+    params: Any,
+    val_root: str,
+    *,
+    aspect_ratio: float,
+    conf_thresh: float = 0.05,
+    max_side: int = 0,
+    max_images: int = 0,
+) -> Predictions:
     """Multi-scale + flip + box-voting detections on the val split (`multiscale_test`).
 
     Each process takes every `process_count`-th image and runs the model on its first local
@@ -189,19 +223,24 @@ def predict_multiscale(model: Any, params: Any, val_root: str, *, aspect_ratio: 
     names = val_images(val_root)
     if max_images:
         names = names[:max_images]
-    mine = names[jax.process_index()::jax.process_count()]
+    mine = names[jax.process_index() :: jax.process_count()]
     # One host -> device copy of the params (replicated, so every process holds them), not one
     # per pass.
     local = jax.device_put(jax.device_get(params), jax.local_devices()[0])
     predict = multiscale_test.make_predict(model, local)
     _, images_dir = wider.split_paths(val_root, 'val')
     preds = {}
-    for name in tqdm.tqdm(mine, desc='multi-scale test', unit='image',
-                          disable=jax.process_index() > 0):
+    for name in tqdm.tqdm(
+        mine, desc='multi-scale test', unit='image', disable=jax.process_index() > 0
+    ):
         path = root_paths.resolve_inside(images_dir, name, f'{images_dir} (val split)')
         dets = multiscale_test.detect_multiscale(
-            images.read(path), predict, aspect_ratio=aspect_ratio, conf_thresh=conf_thresh,
-            max_side=max_side or None)
+            images.read(path),
+            predict,
+            aspect_ratio=aspect_ratio,
+            conf_thresh=conf_thresh,
+            max_side=max_side or None,
+        )
         preds[_key(name)] = postprocess.to_wider_rows(dets)
     return allgather_predictions(preds)
 
@@ -217,5 +256,6 @@ def write_results(out_dir: str, preds: Predictions, results: dict[str, Any]) -> 
     if jax.process_index() > 0:
         return
     wider.write_predictions(os.path.join(out_dir, 'predictions'), preds)
-    atomic_io.write_text(os.path.join(out_dir, 'results.json'),
-                         json.dumps(results, indent=2) + '\n')
+    atomic_io.write_text(
+        os.path.join(out_dir, 'results.json'), json.dumps(results, indent=2) + '\n'
+    )

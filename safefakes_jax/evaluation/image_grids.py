@@ -12,8 +12,9 @@ import cv2
 import numpy as np
 
 
-def draw_boxes(image: np.ndarray, boxes: np.ndarray, color=(0, 255, 0),
-               thickness: int = 1) -> np.ndarray:
+def draw_boxes(
+    image: np.ndarray, boxes: np.ndarray, color=(0, 255, 0), thickness: int = 1
+) -> np.ndarray:
     """Returns a copy of `image` (uint8 HWC RGB) with `boxes` (`[N, 4]` x1 y1 x2 y2, pixels)."""
     out = np.ascontiguousarray(image, dtype=np.uint8).copy()
     for x1, y1, x2, y2 in np.asarray(boxes, np.float64).reshape(-1, 4):
@@ -21,8 +22,9 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, color=(0, 255, 0),
     return out
 
 
-def tile(images: np.ndarray | list[np.ndarray], cols: int | None = None,
-         pad: int = 2) -> np.ndarray:
+def tile(
+    images: np.ndarray | list[np.ndarray], cols: int | None = None, pad: int = 2
+) -> np.ndarray:
     """Tiles equally sized uint8 HWC images into one grid image (row-major, white gaps)."""
     images = [np.asarray(im, np.uint8) for im in images]
     if not images:
@@ -35,8 +37,10 @@ def tile(images: np.ndarray | list[np.ndarray], cols: int | None = None,
         if im.shape != (h, w, c):
             raise ValueError(f'image {k} has shape {im.shape}, expected {(h, w, c)}')
         r, q = divmod(k, cols)
-        grid[pad + r * (h + pad):pad + r * (h + pad) + h,
-             pad + q * (w + pad):pad + q * (w + pad) + w] = im
+        grid[
+            pad + r * (h + pad) : pad + r * (h + pad) + h,
+            pad + q * (w + pad) : pad + q * (w + pad) + w,
+        ] = im
     return grid
 
 

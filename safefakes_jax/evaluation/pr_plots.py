@@ -18,8 +18,9 @@ from safefakes_jax.data import atomic_io  # noqa: E402
 from safefakes_jax.evaluation import wider_ap  # noqa: E402
 
 
-def plot_pr_curves(results: Mapping[str, wider_ap.APResult], path: str | os.PathLike,
-                   title: str = 'WIDER FACE val') -> None:
+def plot_pr_curves(
+    results: Mapping[str, wider_ap.APResult], path: str | os.PathLike, title: str = 'WIDER FACE val'
+) -> None:
     """Draws the PR curves of `results` ({label: evaluate(...) result}) into one PNG/PDF/SVG."""
     if not results:
         raise ValueError('plot_pr_curves needs at least one result')
@@ -29,8 +30,7 @@ def plot_pr_curves(results: Mapping[str, wider_ap.APResult], path: str | os.Path
         ranked = sorted(results.items(), key=lambda kv: -(kv[1][setting] or 0.0))
         for label, result in ranked:
             curve = result.curves[setting]
-            ax.plot(curve.recall, curve.precision, linewidth=2,
-                    label=f'{label} ({curve.ap:.3f})')
+            ax.plot(curve.recall, curve.precision, linewidth=2, label=f'{label} ({curve.ap:.3f})')
         ax.set(title=f'{title}: {setting}', xlabel='Recall', xlim=(0, 1), ylim=(0, 1.02))
         ax.grid(True, alpha=0.3)
         ax.legend(loc='lower left', fontsize=9)

@@ -138,8 +138,9 @@ def read_prediction_file(path: str) -> np.ndarray:
 _EXAMPLES = 3  # Unexpected entries of a prediction folder named in the no-match error.
 
 
-def scan_prediction_folder(pred_dir: str | os.PathLike
-                           ) -> tuple[dict[tuple[str, str], str], list[str]]:
+def scan_prediction_folder(
+    pred_dir: str | os.PathLike,
+) -> tuple[dict[tuple[str, str], str], list[str]]:
     """The `<event>/<stem>.txt` files of a prediction folder, and a few other entries found.
 
     Returns:
@@ -166,28 +167,38 @@ def scan_prediction_folder(pred_dir: str | os.PathLike
         for entry in sorted(os.scandir(event_dir), key=lambda e: e.name):
             if entry.name.endswith('.txt') and entry.is_file():
                 name = f'{event}/{entry.name}'
-                path = (root_paths.resolve_inside(pred_dir, name, pred_dir)
-                        if entry.is_symlink() else entry.path)
+                path = (
+                    root_paths.resolve_inside(pred_dir, name, pred_dir)
+                    if entry.is_symlink()
+                    else entry.path
+                )
                 files[(event, entry.name[:-4])] = path
             elif len(other) < _EXAMPLES:
                 other.append(f'{event}/{entry.name}' + ('/' if entry.is_dir() else ''))
     return files, other
 
 
-def _no_match_message(pred_dir: str, files: Mapping[tuple[str, str], str], other: list[str],
-                      gt: wider_mat.GroundTruth) -> str:
+def _no_match_message(
+    pred_dir: str, files: Mapping[tuple[str, str], str], other: list[str], gt: wider_mat.GroundTruth
+) -> str:
     im = gt.images[0]
     found = [f'{e}/{s}.txt' for e, s in list(files)[:_EXAMPLES]] + other
     found = found[:_EXAMPLES]
-    what = (f'found {len(files)} <event>/*.txt file(s) with no ground-truth image, e.g. '
-            if files else 'found ') + (', '.join(found) if found else 'nothing')
-    return (f'{pred_dir}: no prediction file matches any of the {len(gt.images)} ground-truth '
-            f'images; expected <pred>/<event>/<image stem>.txt, e.g. '
-            f'{os.path.join(pred_dir, im.event, im.stem + ".txt")}; {what}')
+    what = (
+        f'found {len(files)} <event>/*.txt file(s) with no ground-truth image, e.g. '
+        if files
+        else 'found '
+    ) + (', '.join(found) if found else 'nothing')
+    return (
+        f'{pred_dir}: no prediction file matches any of the {len(gt.images)} ground-truth '
+        f'images; expected <pred>/<event>/<image stem>.txt, e.g. '
+        f'{os.path.join(pred_dir, im.event, im.stem + ".txt")}; {what}'
+    )
 
 
-def _gather_predictions(predictions: str | os.PathLike | Predictions,
-                        gt: wider_mat.GroundTruth) -> tuple[list[np.ndarray], int]:
+def _gather_predictions(
+    predictions: str | os.PathLike | Predictions, gt: wider_mat.GroundTruth
+) -> tuple[list[np.ndarray], int]:
     """One float64 [N, 5] array per ground-truth image, in ground-truth order, and the number
     of ground-truth images that had predictions."""
     keys = [(im.event, im.stem) for im in gt.images]
@@ -198,10 +209,14 @@ def _gather_predictions(predictions: str | os.PathLike | Predictions,
         if keys and not matched:
             raise NoMatchingPredictionsError(_no_match_message(pred_dir, files, other, gt))
         if matched < len(keys):
-            warnings.warn(f'{pred_dir}: matched {matched} of {len(keys)} ground-truth images '
-                          '(the others count as images without detections)', stacklevel=3)
-        out = [read_prediction_file(files[key]) if key in files else np.zeros((0, 5))
-               for key in keys]
+            warnings.warn(
+                f'{pred_dir}: matched {matched} of {len(keys)} ground-truth images '
+                '(the others count as images without detections)',
+                stacklevel=3,
+            )
+        out = [
+            read_prediction_file(files[key]) if key in files else np.zeros((0, 5)) for key in keys
+        ]
         extra = len(set(files) - set(keys))
     else:
         matched = sum(1 for key in keys if key in predictions)
@@ -216,8 +231,9 @@ def _gather_predictions(predictions: str | os.PathLike | Predictions,
             out.append(dets)
         extra = len(set(predictions) - set(keys))
     if extra:
-        warnings.warn(f'{extra} prediction images are not in the ground truth; ignored',
-                      stacklevel=3)
+        warnings.warn(
+            f'{extra} prediction images are not in the ground truth; ignored', stacklevel=3
+        )
     return out, matched
 
 
@@ -238,8 +254,7 @@ def _match(det_img, det_boxes, gt_start, gt_count, gt_boxes, iou_thresh):
     start = 0
     while start < len(has_gt):  # Chunks of consecutive detections bound the pair arrays.
         base = pairs_before[start - 1] if start else 0
-        stop = max(int(np.searchsorted(pairs_before, base + _PAIR_CHUNK, side='right')),
-                   start + 1)
+        stop = max(int(np.searchsorted(pairs_before, base + _PAIR_CHUNK, side='right')), start + 1)
         dets = has_gt[start:stop]
         start = stop
         k = k_per_det[dets]
@@ -248,17 +263,15 @@ def _match(det_img, det_boxes, gt_start, gt_count, gt_boxes, iou_thresh):
         pair_gt = np.repeat(gt_start[det_img[dets]] - (np.cumsum(k) - k), k) + np.arange(k.sum())
         b = det_boxes[dets]
         # boxoverlap.m: pixel-inclusive widths; non-overlapping pairs have IoU 0.
-        w = (np.minimum(gx2[pair_gt], b[pair_det, 2])
-             - np.maximum(gx1[pair_gt], b[pair_det, 0]) + 1)
+        w = np.minimum(gx2[pair_gt], b[pair_det, 2]) - np.maximum(gx1[pair_gt], b[pair_det, 0]) + 1
         keep = w > 0
         pair_det, pair_gt, w = pair_det[keep], pair_gt[keep], w[keep]
-        h = (np.minimum(gy2[pair_gt], b[pair_det, 3])
-             - np.maximum(gy1[pair_gt], b[pair_det, 1]) + 1)
+        h = np.minimum(gy2[pair_gt], b[pair_det, 3]) - np.maximum(gy1[pair_gt], b[pair_det, 1]) + 1
         keep = h > 0
         pair_det, pair_gt, w, h = pair_det[keep], pair_gt[keep], w[keep], h[keep]
         inter = w * h
         area_a = (gx2[pair_gt] - gx1[pair_gt] + 1) * (gy2[pair_gt] - gy1[pair_gt] + 1)
-        area_b = ((b[pair_det, 2] - b[pair_det, 0] + 1) * (b[pair_det, 3] - b[pair_det, 1] + 1))
+        area_b = (b[pair_det, 2] - b[pair_det, 0] + 1) * (b[pair_det, 3] - b[pair_det, 1] + 1)
         with np.errstate(divide='ignore', invalid='ignore'):
             iou = inter / (area_a + area_b - inter)
         keep = iou >= iou_thresh
@@ -270,9 +283,12 @@ def _match(det_img, det_boxes, gt_start, gt_count, gt_boxes, iou_thresh):
     return matched
 
 
-def evaluate(predictions: str | os.PathLike | Predictions,
-             gt_dir: str | os.PathLike | wider_mat.GroundTruth, iou_thresh: float = 0.5,
-             num_thresholds: int = 1000) -> APResult:
+def evaluate(
+    predictions: str | os.PathLike | Predictions,
+    gt_dir: str | os.PathLike | wider_mat.GroundTruth,
+    iou_thresh: float = 0.5,
+    num_thresholds: int = 1000,
+) -> APResult:
     """WIDER FACE AP of the easy, medium and hard settings (official protocol).
 
     Args:
@@ -293,14 +309,17 @@ def evaluate(predictions: str | os.PathLike | Predictions,
     """
     if not 0 < iou_thresh <= 1:
         raise ValueError(f'iou_thresh must be in (0, 1], got {iou_thresh}')
-    gt = gt_dir if isinstance(gt_dir, wider_mat.GroundTruth) else wider_mat.read_ground_truth(gt_dir)
+    gt = (
+        gt_dir if isinstance(gt_dir, wider_mat.GroundTruth) else wider_mat.read_ground_truth(gt_dir)
+    )
     per_image, n_matched = _gather_predictions(predictions, gt)
 
     # Flat ground truth: [x1 y1 x2 y2] with x2 = x + w, as evaluation.m.
     gt_count = np.array([len(im.boxes) for im in gt.images], np.int64)
     gt_start = np.cumsum(gt_count) - gt_count
     gt_boxes = np.concatenate([im.boxes for im in gt.images] + [np.zeros((0, 4))]).astype(
-        np.float64)
+        np.float64
+    )
     gt_boxes[:, 2:] += gt_boxes[:, :2]
 
     # Flat detections, sorted by image then score (descending, stable: file order on ties).
@@ -349,8 +368,9 @@ def evaluate(predictions: str | os.PathLike | Predictions,
         if n_faces:
             ap = voc_ap(recall, precision)
         else:
-            warnings.warn(f'WIDER setting {setting!r} has no kept faces; its AP is NaN',
-                          stacklevel=2)
+            warnings.warn(
+                f'WIDER setting {setting!r} has no kept faces; its AP is NaN', stacklevel=2
+            )
             ap = float('nan')
         curves[setting] = PRCurve(thresholds, precision, recall, ap)
     return APResult(curves, n_matched, len(gt.images))

@@ -116,9 +116,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             loaded = torch.load(path, map_location='cpu', weights_only=True)
         except TypeError as e:
             if 'weights_only' in str(e):  # torch < 1.13 has no such argument.
-                raise ConversionError(f'{path}: this PyTorch cannot load weights only (needs '
-                                      f'torch >= 1.13; a full unpickle is refused); '
-                                      f'{_NPZ_HOWTO}') from None
+                raise ConversionError(
+                    f'{path}: this PyTorch cannot load weights only (needs '
+                    f'torch >= 1.13; a full unpickle is refused); '
+                    f'{_NPZ_HOWTO}'
+                ) from None
             raise ConversionError(f'{path}: torch.load failed (TypeError: {e})') from None
         except Exception as e:  # torch raises pickle.UnpicklingError, RuntimeError, ...
             raise ConversionError(

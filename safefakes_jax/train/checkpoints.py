@@ -60,16 +60,24 @@ class Checkpointer:
         launch/evaluate.py, which must not create folders).
     """
 
-    def __init__(self, workdir: str | os.PathLike, every_steps: int = 1000, max_to_keep: int = 3,
-                 handle_sigterm: bool = True, create: bool = True):
+    def __init__(
+        self,
+        workdir: str | os.PathLike,
+        every_steps: int = 1000,
+        max_to_keep: int = 3,
+        handle_sigterm: bool = True,
+        create: bool = True,
+    ):
         self.directory = os.path.join(os.path.abspath(os.fspath(workdir)), 'checkpoints')
         self.every_steps = int(every_steps)
         self._stop = threading.Event()
         self._previous_handler = None
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create,
-                                               enable_async_checkpointing=False)
-        self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_names=('state', 'data'))
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=create, enable_async_checkpointing=False
+        )
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=('state', 'data')
+        )
         if handle_sigterm and threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
 
@@ -101,8 +109,12 @@ class Checkpointer:
         step = self.manager.latest_step()
         if step is None:
             return None
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
+            ),
+        )
         positions = restored.data['next_position']
         return restored.state, int(positions[jax.process_index()])
 
@@ -113,8 +125,13 @@ class Checkpointer:
             return False
         positions = np.asarray(multihost_utils.process_allgather(np.int64(next_position)))
         data = {'step': int(step), 'next_position': [int(p) for p in positions.reshape(-1)]}
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data)), force=True)
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data)
+            ),
+            force=True,
+        )
         self.manager.wait_until_finished()
         return True
 
@@ -131,8 +148,11 @@ def write_config(workdir: str | os.PathLike, config: Any) -> str:
     """Writes `config` (a ConfigDict) as `<workdir>/config.json` (process 0 only)."""
     path = os.path.join(os.fspath(workdir), 'config.json')
     if jax.process_index() == 0:
-        text = config.to_json(indent=2, sort_keys=True) if hasattr(config, 'to_json') \
+        text = (
+            config.to_json(indent=2, sort_keys=True)
+            if hasattr(config, 'to_json')
             else json.dumps(config, indent=2, sort_keys=True)
+        )
         atomic_io.write_text(path, text + '\n')
     return path
 
@@ -146,8 +166,9 @@ IGNORED_KEYS = frozenset({'resume_with_changed_config'})
 # May differ on resume without `resume_with_changed_config`: they change neither the weights a
 # run trains nor its results (the TFDS records of a folder are the same wherever they are
 # cached; logging and checkpoint frequency do not touch the training stream).
-RESUME_SAFE_KEYS = frozenset({'data.tfds_dir', 'train.log_every', 'ckpt.every_steps',
-                              'ckpt.max_to_keep'})
+RESUME_SAFE_KEYS = frozenset(
+    {'data.tfds_dir', 'train.log_every', 'ckpt.every_steps', 'ckpt.max_to_keep'}
+)
 # Evaluation refuses a differing value of these: they define the network's shape and the
 # anchors its outputs are decoded with (a different width fails to restore; a different anchor
 # aspect ratio would silently decode the trained outputs against the wrong anchors).
@@ -179,8 +200,9 @@ def flatten_config(d: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
     return out
 
 
-def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]
-                       ) -> dict[str, tuple[Any, Any]]:
+def config_differences(
+    old: Mapping[str, Any], new: Mapping[str, Any]
+) -> dict[str, tuple[Any, Any]]:
     """`{dotted key: (old value, new value)}` of the keys that differ, sorted by key.
 
     A key present on one side only has the value `'<absent>'` on the other. `IGNORED_KEYS`
@@ -215,8 +237,9 @@ def read_config(workdir: str | os.PathLike) -> dict[str, Any] | None:
         with open(path, encoding='utf-8') as f:
             data = json.load(f)
     except (OSError, ValueError) as e:
-        raise WorkdirConfigError(f'{path}: unreadable ({e}); is {os.fspath(workdir)} a '
-                                 'launch/train.py workdir?') from None
+        raise WorkdirConfigError(
+            f'{path}: unreadable ({e}); is {os.fspath(workdir)} a launch/train.py workdir?'
+        ) from None
     if not isinstance(data, dict):
         raise WorkdirConfigError(f'{path}: not a JSON object')
     return data
@@ -227,8 +250,11 @@ def saved_steps(workdir: str | os.PathLike) -> list[int]:
     directory = os.path.join(os.fspath(workdir), 'checkpoints')
     if not os.path.isdir(directory):
         return []
-    return sorted(int(name) for name in os.listdir(directory)
-                  if name.isdigit() and os.path.isdir(os.path.join(directory, name)))
+    return sorted(
+        int(name)
+        for name in os.listdir(directory)
+        if name.isdigit() and os.path.isdir(os.path.join(directory, name))
+    )
 
 
 def check_workdir(workdir: str | os.PathLike, config: Any) -> dict[str, Any] | None:
@@ -258,21 +284,32 @@ def check_workdir(workdir: str | os.PathLike, config: Any) -> dict[str, Any] | N
     steps = saved_steps(workdir)
     step = steps[-1] if steps else 0
     old = read_config(workdir)
-    how = ('use a new --workdir, or pass --config.resume_with_changed_config=true to continue '
-           f'this run with the new values (recorded in {CHANGES_FILE})')
+    how = (
+        'use a new --workdir, or pass --config.resume_with_changed_config=true to continue '
+        f'this run with the new values (recorded in {CHANGES_FILE})'
+    )
     if old is None:
-        holds = [what for what, present in (
-            (f'checkpoints (newest step {step})', bool(steps)),
-            ('results.json', os.path.isfile(os.path.join(workdir, 'results.json'))))
-            if present]
+        holds = [
+            what
+            for what, present in (
+                (f'checkpoints (newest step {step})', bool(steps)),
+                ('results.json', os.path.isfile(os.path.join(workdir, 'results.json'))),
+            )
+            if present
+        ]
         if not holds:
             return None
         if not allow:
             raise WorkdirConfigError(
                 f'{workdir} holds {" and ".join(holds)} but no {CONFIG_FILE}, so it cannot be '
-                f'checked that they belong to this config; {how}')
-        return {'step': step, 'forced': True, 'changes': {},
-                'note': f'{CONFIG_FILE} was missing; the run was continued with this config'}
+                f'checked that they belong to this config; {how}'
+            )
+        return {
+            'step': step,
+            'forced': True,
+            'changes': {},
+            'note': f'{CONFIG_FILE} was missing; the run was continued with this config',
+        }
     diffs = config_differences(old, config_as_dict(config))
     if not diffs:
         return None
@@ -281,9 +318,13 @@ def check_workdir(workdir: str | os.PathLike, config: Any) -> dict[str, Any] | N
         at = f' (checkpoint at step {step})' if steps else ''
         raise WorkdirConfigError(
             f'{workdir} holds a run of another config{at}: {os.path.join(workdir, CONFIG_FILE)} '
-            f'differs in {len(unsafe)} key(s): {format_differences(unsafe)}; {how}')
-    return {'step': step, 'forced': bool(unsafe),
-            'changes': {k: {'old': a, 'new': b} for k, (a, b) in diffs.items()}}
+            f'differs in {len(unsafe)} key(s): {format_differences(unsafe)}; {how}'
+        )
+    return {
+        'step': step,
+        'forced': bool(unsafe),
+        'changes': {k: {'old': a, 'new': b} for k, (a, b) in diffs.items()},
+    }
 
 
 def record_changes(workdir: str | os.PathLike, entry: Mapping[str, Any]) -> str:
@@ -311,8 +352,9 @@ def read_changes(workdir: str | os.PathLike) -> list[dict[str, Any]]:
     return history if isinstance(history, list) else []
 
 
-def compare_for_evaluation(workdir: str | os.PathLike, config: Any
-                           ) -> tuple[dict[str, tuple[Any, Any]], dict[str, tuple[Any, Any]]]:
+def compare_for_evaluation(
+    workdir: str | os.PathLike, config: Any
+) -> tuple[dict[str, tuple[Any, Any]], dict[str, tuple[Any, Any]]]:
     """(refused, other) differences between `<workdir>/config.json` and an evaluation config.
 
     `refused` holds the `EVAL_REFUSE_KEYS` that differ (the network or its anchors), `other`
@@ -324,6 +366,9 @@ def compare_for_evaluation(workdir: str | os.PathLike, config: Any
         return {}, {}
     diffs = config_differences(old, config_as_dict(config))
     refused = {k: v for k, v in diffs.items() if k in EVAL_REFUSE_KEYS}
-    other = {k: v for k, v in diffs.items()
-             if k not in EVAL_REFUSE_KEYS and not k.startswith(EVAL_OWN_PREFIXES)}
+    other = {
+        k: v
+        for k, v in diffs.items()
+        if k not in EVAL_REFUSE_KEYS and not k.startswith(EVAL_OWN_PREFIXES)
+    }
     return refused, other

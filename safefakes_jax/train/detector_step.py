@@ -41,16 +41,24 @@ TRAIN_KEYS = ('image', 'boxes', 'box_mask')
 Metrics = dict[str, jax.Array]
 
 
-def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh,
-                keys: tuple[str, ...] = TRAIN_KEYS) -> dict[str, jax.Array]:
+def shard_batch(
+    batch: Mapping[str, np.ndarray], mesh: Mesh, keys: tuple[str, ...] = TRAIN_KEYS
+) -> dict[str, jax.Array]:
     """This host's batch -> global arrays sharded over `data` (only `keys` are kept)."""
     return sharding.shard_batch(batch, mesh, keys)
 
 
-def make_train_step(model: nn.Module, schedule: optax.Schedule, mesh: Mesh, *, image_size: int,
-                    aspect_ratio: float = 1.0, match_threshold: float = 0.35,
-                    pal_weight: float = 1.0, neg_pos_ratio: int = 3,
-                    ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, Metrics]]:
+def make_train_step(
+    model: nn.Module,
+    schedule: optax.Schedule,
+    mesh: Mesh,
+    *,
+    image_size: int,
+    aspect_ratio: float = 1.0,
+    match_threshold: float = 0.35,
+    pal_weight: float = 1.0,
+    neg_pos_ratio: int = 3,
+) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, Metrics]]:
     """Builds the jit-compiled DSFD train step (module docstring).
 
     Args:
@@ -75,10 +83,12 @@ def make_train_step(model: nn.Module, schedule: optax.Schedule, mesh: Mesh, *, i
         out = model.apply({'params': params}, images, train=True, rngs={'dropout': rng})
         terms = {}
         for shot, anchors in (('1', first), ('2', second)):
-            loc_t, labels = matching.match_batch(boxes, box_mask, jnp.asarray(anchors),
-                                                 threshold=match_threshold)
-            loc, conf = multibox_loss.multibox_loss(out['loc' + shot], out['conf' + shot],
-                                                    loc_t, labels, neg_pos_ratio)
+            loc_t, labels = matching.match_batch(
+                boxes, box_mask, jnp.asarray(anchors), threshold=match_threshold
+            )
+            loc, conf = multibox_loss.multibox_loss(
+                out['loc' + shot], out['conf' + shot], loc_t, labels, neg_pos_ratio
+            )
             terms['loc' + shot], terms['conf' + shot] = loc, conf
         loss = pal_weight * (terms['loc1'] + terms['conf1']) + terms['loc2'] + terms['conf2']
         return loss, terms
@@ -90,10 +100,15 @@ def make_train_step(model: nn.Module, schedule: optax.Schedule, mesh: Mesh, *, i
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         net = state.nets[NETWORK]
         (loss, terms), grads = grad_fn(net.params, images, boxes, batch['box_mask'], rng)
-        metrics = dict(terms, loss=loss, lr=jnp.asarray(schedule(state.step), jnp.float32),
-                       grad_norm=optax.tree.norm(grads))
+        metrics = dict(
+            terms,
+            loss=loss,
+            lr=jnp.asarray(schedule(state.step), jnp.float32),
+            grad_norm=optax.tree.norm(grads),
+        )
         return state.update(**{NETWORK: net.apply_gradients(grads)}).next_step(), metrics
 
     repl, data = replicated(mesh), batch_sharding(mesh)
-    return jax.jit(train_step, in_shardings=(repl, data, repl), out_shardings=(repl, repl),
-                   donate_argnums=0)
+    return jax.jit(
+        train_step, in_shardings=(repl, data, repl), out_shardings=(repl, repl), donate_argnums=0
+    )

@@ -54,8 +54,10 @@ def _anonymize_command(config: ml_collections.ConfigDict) -> str:
     """The `launch/anonymize.py` command that creates `config.data.train_root`."""
     src = config.data.original_train_root
     smoke = ':smoke' if 'synthetic' in src else ''
-    return (f'python launch/anonymize.py --config=configs/anonymize/{config.dataset}.py{smoke} '
-            f'--config.src={src} --config.dst={config.data.train_root}')
+    return (
+        f'python launch/anonymize.py --config=configs/anonymize/{config.dataset}.py{smoke} '
+        f'--config.src={src} --config.dst={config.data.train_root}'
+    )
 
 
 def check_inputs(config: ml_collections.ConfigDict) -> None:
@@ -70,30 +72,41 @@ def check_inputs(config: ml_collections.ConfigDict) -> None:
     for name, section in config.evals.items():
         procedure = section.get('procedure', 'single')
         if procedure not in detector_eval.PROCEDURES:
-            raise ValueError(f'config.evals.{name}.procedure={procedure!r}: not one of '
-                             f'{detector_eval.PROCEDURES}')
+            raise ValueError(
+                f'config.evals.{name}.procedure={procedure!r}: not one of '
+                f'{detector_eval.PROCEDURES}'
+            )
     method = config.dataset
     if method != 'original' and method not in anonymizer_base.names():
         raise AnonymizerUnavailableError(
             f'config dataset {method!r}: the {method} anonymizer does not exist yet in '
             f'safefakes_jax.anonymizers (known: {", ".join(anonymizer_base.names())}), so '
             f'{config.data.train_root} cannot be created. Not training (this experiment never '
-            'falls back to the original faces).')
+            'falls back to the original faces).'
+        )
     root = config.data.train_root
     if method == 'original':
-        how = (f'python tools/make_synthetic_wider.py --out {root}' if 'synthetic' in root
-               else 'see README.md, "Real WIDER FACE"')
+        how = (
+            f'python tools/make_synthetic_wider.py --out {root}'
+            if 'synthetic' in root
+            else 'see README.md, "Real WIDER FACE"'
+        )
     else:
         how = _anonymize_command(config)
     wider.require_split(root, 'train', how_to_create=how)
     val = config.data.val_root
-    val_how = (f'python tools/make_synthetic_wider.py --out {val}' if 'synthetic' in val
-               else 'see README.md, "Real WIDER FACE"')
+    val_how = (
+        f'python tools/make_synthetic_wider.py --out {val}'
+        if 'synthetic' in val
+        else 'see README.md, "Real WIDER FACE"'
+    )
     wider.require_split(val, 'val', how_to_create=val_how)
     gt = wider_mat.ground_truth_dir(val)
     if not os.path.isdir(gt):
-        raise FileNotFoundError(f'WIDER FACE val ground truth not found: {gt} is missing '
-                                f'(root {val!r}). Create it with: {val_how}')
+        raise FileNotFoundError(
+            f'WIDER FACE val ground truth not found: {gt} is missing '
+            f'(root {val!r}). Create it with: {val_how}'
+        )
 
 
 def training_set_provenance(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
@@ -114,17 +127,23 @@ def training_set_provenance(config: ml_collections.ConfigDict) -> dict[str, Any]
     root = config.data.train_root
     anonymization = manifest.read_config(root)
     if anonymization is None:
-        raise ValueError(f'{root}: no {manifest.CONFIG_FILE}, so it is unknown what anonymized '
-                         f'this folder and whether every face was; create it with: '
-                         f'{_anonymize_command(config)}')
+        raise ValueError(
+            f'{root}: no {manifest.CONFIG_FILE}, so it is unknown what anonymized '
+            f'this folder and whether every face was; create it with: '
+            f'{_anonymize_command(config)}'
+        )
     if os.path.exists(os.path.join(root, manifest.PARTIAL)):
-        raise ValueError(f'{root}: its anonymization run has not finished '
-                         f'({manifest.PARTIAL} exists); rerun: {_anonymize_command(config)}')
+        raise ValueError(
+            f'{root}: its anonymization run has not finished '
+            f'({manifest.PARTIAL} exists); rerun: {_anonymize_command(config)}'
+        )
     settings = anonymization.get('settings') or {}
     method = (settings.get('anonymizer') or {}).get('name')
     if method != config.dataset:
-        raise ValueError(f'{root} was anonymized with {method!r}, but config.dataset is '
-                         f'{config.dataset!r}; refusing to label one as the other')
+        raise ValueError(
+            f'{root} was anonymized with {method!r}, but config.dataset is '
+            f'{config.dataset!r}; refusing to label one as the other'
+        )
     return {'config_hash': anonymization['config_hash'], 'settings': settings}
 
 
@@ -161,13 +180,16 @@ def load_init_params(path: str, params: Any, mesh) -> Any:
     try:
         merged = torch_import.merge_params(jax.device_get(params), partial)
     except ValueError as e:
-        raise ValueError(f'config.model.init_from={path!r} does not fit the model of this '
-                         f'config (config.model.width?): {e}') from None
+        raise ValueError(
+            f'config.model.init_from={path!r} does not fit the model of this '
+            f'config (config.model.width?): {e}'
+        ) from None
     return jax.device_put(merged, sharding.replicated(mesh))
 
 
-def specs(config: ml_collections.ConfigDict, model: dsfd.DSFD
-          ) -> tuple[dict[str, state_lib.Spec], optax.Schedule]:
+def specs(
+    config: ml_collections.ConfigDict, model: dsfd.DSFD
+) -> tuple[dict[str, state_lib.Spec], optax.Schedule]:
     """The trainer's one network (`detector`) and its learning-rate schedule."""
     schedule, tx = optim.build(config.optim.detector, config.train.steps)
     size = config.data.image_size
@@ -178,8 +200,9 @@ def specs(config: ml_collections.ConfigDict, model: dsfd.DSFD
     return {NETWORK: state_lib.Spec(init, tx)}, schedule
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       stop_after: int | None = None) -> dict[str, Any]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None
+) -> dict[str, Any]:
     """Trains DSFD as `config` says, evaluates it, and returns the results (module docstring).
 
     Args:
@@ -205,33 +228,57 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         model = build_model(config)
         networks, schedule = specs(config, model)
         step = detector_step.make_train_step(
-            model, schedule, mesh, image_size=size,
+            model,
+            schedule,
+            mesh,
+            image_size=size,
             aspect_ratio=config.model.anchor_aspect_ratio,
-            match_threshold=config.model.match_threshold, pal_weight=config.model.pal_weight,
-            neg_pos_ratio=config.model.neg_pos_ratio)
+            match_threshold=config.model.match_threshold,
+            pal_weight=config.model.pal_weight,
+            neg_pos_ratio=config.model.neg_pos_ratio,
+        )
 
         def batches(position: int):
             ds = detection_pipeline.make_train_dataset(
-                config.data.train_root, batch_size=config.data.batch_size // jax.process_count(),
-                image_size=size, max_boxes=config.data.max_boxes, seed=config.seed,
+                config.data.train_root,
+                batch_size=config.data.batch_size // jax.process_count(),
+                image_size=size,
+                max_boxes=config.data.max_boxes,
+                seed=config.seed,
                 data_dir=config.data.tfds_dir or None,
                 anchor_sampling_prob=config.data.anchor_sampling_prob,
-                shuffle_buffer=config.data.shuffle_buffer, start_position=position)
+                shuffle_buffer=config.data.shuffle_buffer,
+                start_position=position,
+            )
             return detection_pipeline.as_numpy_batches(ds)
 
         def init_state(state: state_lib.TrainState) -> state_lib.TrainState:
             if not config.model.get('init_from'):
                 return state
             net = state.nets[NETWORK]
-            return state.update(**{NETWORK: net.replace(params=load_init_params(
-                config.model.init_from, net.params, mesh))})
+            return state.update(
+                **{
+                    NETWORK: net.replace(
+                        params=load_init_params(config.model.init_from, net.params, mesh)
+                    )
+                }
+            )
 
         return loop.Task(
-            specs=networks, models={NETWORK: model}, train_step=step, batches=batches,
+            specs=networks,
+            models={NETWORK: model},
+            train_step=step,
+            batches=batches,
             shard=lambda batch: detector_step.shard_batch(batch, mesh),
-            finite_keys=('loss',), batch_size=config.data.batch_size, init_state=init_state,
+            finite_keys=('loss',),
+            batch_size=config.data.batch_size,
+            init_state=init_state,
             hparams=loop.flat_hparams(provenance or {}, 'anonymization.'),
-            results=dict(training_dataset=config.data.train_root, anonymizer=config.dataset,
-                         anonymization=provenance))
+            results=dict(
+                training_dataset=config.data.train_root,
+                anonymizer=config.dataset,
+                anonymization=provenance,
+            ),
+        )
 
     return loop.run(config, workdir, make_task, stop_after=stop_after)

@@ -74,8 +74,7 @@ class Task:
 
     specs: Mapping[str, state_lib.Spec]
     models: Mapping[str, Any]
-    train_step: Callable[[state_lib.TrainState, dict, jax.Array],
-                         tuple[state_lib.TrainState, dict]]
+    train_step: Callable[[state_lib.TrainState, dict, jax.Array], tuple[state_lib.TrainState, dict]]
     batches: Callable[[int], Iterator[dict]]
     shard: Callable[[Mapping[str, np.ndarray]], dict]
     finite_keys: Sequence[str]
@@ -107,30 +106,36 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
     if error is not None:
         raise error
     if int(refused):
-        raise checkpoints.WorkdirConfigError(f'process 0 refused --workdir {workdir} (another '
-                                             'config\'s run; see its error message)')
+        raise checkpoints.WorkdirConfigError(
+            f"process 0 refused --workdir {workdir} (another config's run; see its error message)"
+        )
     return change
 
 
 def flat_hparams(d: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
     """`{'a': {'b': 1}}` -> `{prefix + 'a.b': 1}`, values TensorBoard takes (others as str)."""
     flat = flax.traverse_util.flatten_dict(dict(d), sep='.')
-    return {prefix + k: v if isinstance(v, (int, float, str, bool)) else str(v)
-            for k, v in flat.items()}
+    return {
+        prefix + k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()
+    }
 
 
-def _fetch_window(window: list[tuple[int, Any, Any]], finite_keys: Sequence[str]
-                  ) -> list[dict[str, float]]:
+def _fetch_window(
+    window: list[tuple[int, Any, Any]], finite_keys: Sequence[str]
+) -> list[dict[str, float]]:
     """Fetches a window of (step, metrics, names); raises at the first non-finite metric."""
     fetched = jax.device_get([m for _, m, _ in window])
     for (step, _, names), m in zip(window, fetched, strict=True):
         bad = [k for k in finite_keys if not np.isfinite(m[k])]
         if bad:
-            files = ', '.join(n.decode() if isinstance(n, bytes) else str(n)
-                              for n in np.asarray(names).reshape(-1))
+            files = ', '.join(
+                n.decode() if isinstance(n, bytes) else str(n)
+                for n in np.asarray(names).reshape(-1)
+            )
             raise FloatingPointError(
                 f'non-finite {", ".join(f"{k} ({float(m[k])})" for k in bad)} at step {step}; '
-                f'batch: {files}')
+                f'batch: {files}'
+            )
     return [{k: float(v) for k, v in m.items()} for m in fetched]
 
 
@@ -139,9 +144,11 @@ def _restore(ckpt: checkpoints.Checkpointer, specs, mesh: Mesh, workdir: str):
     try:
         return ckpt.restore(state_lib.abstract(specs, mesh))
     except Exception as e:  # Orbax reports a tree or shape mismatch in several types.
-        raise ValueError(f'{workdir}: checkpoint step {latest} does not fit this config '
-                         f'(resume_with_changed_config cannot change the networks): '
-                         f'{type(e).__name__}: {e}') from None
+        raise ValueError(
+            f'{workdir}: checkpoint step {latest} does not fit this config '
+            f'(resume_with_changed_config cannot change the networks): '
+            f'{type(e).__name__}: {e}'
+        ) from None
 
 
 def _write_eval(writer, step: int, name: str, result: evaluators_lib.Result) -> None:
@@ -150,8 +157,13 @@ def _write_eval(writer, step: int, name: str, result: evaluators_lib.Result) -> 
         writer.write_images(step, {f'{name}/{k}': v[None] for k, v in result.images.items()})
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, make_task: Callable[[Mesh], Task], *,
-        stop_after: int | None = None) -> dict[str, Any]:
+def run(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    make_task: Callable[[Mesh], Task],
+    *,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
     """Trains `make_task(mesh)` as `config` says (module docstring).
 
     Args:
@@ -175,8 +187,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, make_task: Callable[[Me
     mesh = sharding.make_mesh(config.mesh.num_devices or None)
     task = make_task(mesh)
     if task.batch_size % mesh.devices.size:
-        raise ValueError(f'global batch {task.batch_size} is not divisible by the '
-                         f'{mesh.devices.size} devices of the mesh')
+        raise ValueError(
+            f'global batch {task.batch_size} is not divisible by the '
+            f'{mesh.devices.size} devices of the mesh'
+        )
     total, log_every = config.train.steps, config.train.log_every
     ckpt = checkpoints.Checkpointer(workdir, config.ckpt.every_steps, config.ckpt.max_to_keep)
     try:
@@ -188,9 +202,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, make_task: Callable[[Me
     if change is not None:
         path = checkpoints.record_changes(workdir, change)
         if jax.process_index() == 0:
-            logging.warning('continuing %s at step %d with a changed config (%s); recorded in %s',
-                            workdir, change['step'],
-                            ', '.join(change['changes']) or change.get('note', ''), path)
+            logging.warning(
+                'continuing %s at step %d with a changed config (%s); recorded in %s',
+                workdir,
+                change['step'],
+                ', '.join(change['changes']) or change.get('note', ''),
+                path,
+            )
     checkpoints.write_config(workdir, config)
     root = jax.random.key(config.seed)
     if restored is None:
@@ -201,20 +219,24 @@ def run(config: ml_collections.ConfigDict, workdir: str, make_task: Callable[[Me
     else:
         state, position = restored
     # Via the raw key data: device_put of a typed key onto a multi-process sharding fails.
-    step_rng = jax.random.wrap_key_data(jax.device_put(
-        jax.random.key_data(jax.random.fold_in(root, 1)), sharding.replicated(mesh)))
+    step_rng = jax.random.wrap_key_data(
+        jax.device_put(jax.random.key_data(jax.random.fold_in(root, 1)), sharding.replicated(mesh))
+    )
     evaluators = evaluators_lib.build(
-        config.get('evals', {}), evaluators_lib.Context(config, task.models, mesh, workdir))
+        config.get('evals', {}), evaluators_lib.Context(config, task.models, mesh, workdir)
+    )
 
     writer = metric_writers.create_default_writer(
-        workdir, just_logging=jax.process_index() > 0, asynchronous=False)
+        workdir, just_logging=jax.process_index() > 0, asynchronous=False
+    )
     step = first_step = int(state.step)
     if first_step == 0:
         writer.write_hparams(flat_hparams(config.to_dict()) | flat_hparams(task.hparams))
     if jax.process_index() == 0:
         for name, net in state.nets.items():
-            logging.info('network %s:\n%s', name,
-                         parameter_overview.get_parameter_overview(net.params))
+            logging.info(
+                'network %s:\n%s', name, parameter_overview.get_parameter_overview(net.params)
+            )
     report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer)
     batches = task.batches(position)
     history: list[dict[str, float]] = []
@@ -237,8 +259,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, make_task: Callable[[Me
             if step % log_every == 0 or step == total or ckpt_due or drill:
                 fetched = _fetch_window(window, task.finite_keys)
                 history.extend(fetched)
-                scalars = {f'train/{k}': float(np.mean([m[k] for m in fetched]))
-                           for k in fetched[-1]}
+                scalars = {
+                    f'train/{k}': float(np.mean([m[k] for m in fetched])) for k in fetched[-1]
+                }
                 scalars['train/examples_per_s'] = examples / max(time.perf_counter() - t0, 1e-9)
                 writer.write_scalars(step, scalars)
                 window, t0, examples = [], time.perf_counter(), 0
@@ -265,11 +288,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, make_task: Callable[[Me
         results.update(task.results, steps=step)
         changes = checkpoints.read_changes(workdir)
         if changes:  # This result is not of one config from start to end: say so.
-            results['config_changes'] = [{'step': c.get('step'), 'keys': sorted(c['changes'])}
-                                         for c in changes]
+            results['config_changes'] = [
+                {'step': c.get('step'), 'keys': sorted(c['changes'])} for c in changes
+            ]
         if jax.process_index() == 0:
-            atomic_io.write_text(os.path.join(workdir, 'results.json'),
-                                 json.dumps(results, indent=2) + '\n')
+            atomic_io.write_text(
+                os.path.join(workdir, 'results.json'), json.dumps(results, indent=2) + '\n'
+            )
         return dict(results, history=history)
     finally:
         writer.flush()

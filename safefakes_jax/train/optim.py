@@ -28,14 +28,27 @@ import optax
 DECAY_FRACTIONS = (40_000 / 60_000, 50_000 / 60_000)
 NAMES = ('sgd', 'adam')
 DEFAULTS: dict[str, Any] = {
-    'name': 'sgd', 'lr': 1e-3, 'momentum': 0.9, 'b1': 0.9, 'b2': 0.999, 'eps': 1e-8,
-    'weight_decay': 0.0, 'decay_fractions': (), 'decay_factor': 0.1, 'warmup_steps': 0,
-    'clip_norm': 0.0}
+    'name': 'sgd',
+    'lr': 1e-3,
+    'momentum': 0.9,
+    'b1': 0.9,
+    'b2': 0.999,
+    'eps': 1e-8,
+    'weight_decay': 0.0,
+    'decay_fractions': (),
+    'decay_factor': 0.1,
+    'warmup_steps': 0,
+    'clip_norm': 0.0,
+}
 
 
-def lr_schedule(base_lr: float, total_steps: int,
-                decay_fractions: Sequence[float] = DECAY_FRACTIONS,
-                decay_factor: float = 0.1, warmup_steps: int = 0) -> optax.Schedule:
+def lr_schedule(
+    base_lr: float,
+    total_steps: int,
+    decay_fractions: Sequence[float] = DECAY_FRACTIONS,
+    decay_factor: float = 0.1,
+    warmup_steps: int = 0,
+) -> optax.Schedule:
     """Step decay: `base_lr`, times `decay_factor` at each `fraction * total_steps`.
 
     Args:
@@ -61,8 +74,9 @@ def lr_schedule(base_lr: float, total_steps: int,
     return schedule
 
 
-def build(section: Mapping[str, Any], total_steps: int
-          ) -> tuple[optax.Schedule, optax.GradientTransformation]:
+def build(
+    section: Mapping[str, Any], total_steps: int
+) -> tuple[optax.Schedule, optax.GradientTransformation]:
     """(schedule, optimiser) of one `config.optim.<network>` section (module docstring).
 
     Raises:
@@ -73,8 +87,9 @@ def build(section: Mapping[str, Any], total_steps: int
     if unknown:
         raise ValueError(f'unknown optimiser keys {unknown} (known: {sorted(DEFAULTS)})')
     o = DEFAULTS | section
-    schedule = lr_schedule(o['lr'], total_steps, tuple(o['decay_fractions']),
-                           o['decay_factor'], int(o['warmup_steps']))
+    schedule = lr_schedule(
+        o['lr'], total_steps, tuple(o['decay_fractions']), o['decay_factor'], int(o['warmup_steps'])
+    )
     if o['name'] == 'sgd':
         update = optax.sgd(schedule, momentum=o['momentum'] or None)
     elif o['name'] == 'adam':

@@ -87,9 +87,12 @@ class Network:
         ema = self.ema
         if ema is not None:
             ema = optax.incremental_update(params, ema, 1.0 - self.ema_decay)
-        return self.replace(params=params, opt_state=opt_state, ema=ema,
-                            batch_stats=self.batch_stats if batch_stats is None
-                            else batch_stats)
+        return self.replace(
+            params=params,
+            opt_state=opt_state,
+            ema=ema,
+            batch_stats=self.batch_stats if batch_stats is None else batch_stats,
+        )
 
 
 @flax.struct.dataclass
@@ -120,9 +123,14 @@ def _init(specs: Mapping[str, Spec], rng: jax.Array) -> TrainState:
         variables = dict(spec.init(rng if i == 0 else jax.random.fold_in(rng, i)))
         params = variables.pop('params')
         ema = jax.tree.map(jnp.copy, params) if spec.ema_decay > 0 else None
-        nets[name] = Network(params=params, batch_stats=variables,
-                             opt_state=spec.tx.init(params), ema=ema, tx=spec.tx,
-                             ema_decay=float(spec.ema_decay))
+        nets[name] = Network(
+            params=params,
+            batch_stats=variables,
+            opt_state=spec.tx.init(params),
+            ema=ema,
+            tx=spec.tx,
+            ema_decay=float(spec.ema_decay),
+        )
     return TrainState(step=jnp.zeros((), jnp.int32), nets=nets)
 
 
@@ -141,8 +149,7 @@ def abstract(specs: Mapping[str, Spec], mesh: Mesh) -> TrainState:
     """The shape / dtype / sharding skeleton of `create` (the restore target)."""
     shapes = jax.eval_shape(functools.partial(_init, specs), jax.random.key(0))
     sharding = replicated(mesh)
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                        shapes)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
 def num_params(params: Any) -> int:

@@ -60,8 +60,7 @@ class Evaluator(Protocol):
     every_steps: int
     final: bool
 
-    def run(self, state: Any, step: int) -> Result:
-        ...
+    def run(self, state: Any, step: int) -> Result: ...
 
 
 def build_one(name: str, section: Mapping[str, Any], context: Context) -> Evaluator:

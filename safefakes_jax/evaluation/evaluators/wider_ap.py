@@ -26,10 +26,19 @@ from safefakes_jax.evaluation import detector_eval, image_grids
 from safefakes_jax.evaluation.evaluators import Context, Result
 
 DEFAULTS: dict[str, Any] = {
-    'type': 'wider_ap', 'every_steps': 0, 'final': False, 'procedure': 'single',
-    'image_size': 640, 'batch_size': 8, 'max_batches': 0, 'conf_thresh': 0.05,
-    'grid_images': 0, 'multiscale_max_side': 0, 'write_predictions': False,
-    'network': 'detector'}
+    'type': 'wider_ap',
+    'every_steps': 0,
+    'final': False,
+    'procedure': 'single',
+    'image_size': 640,
+    'batch_size': 8,
+    'max_batches': 0,
+    'conf_thresh': 0.05,
+    'grid_images': 0,
+    'multiscale_max_side': 0,
+    'write_predictions': False,
+    'network': 'detector',
+}
 
 
 class Evaluator:
@@ -38,13 +47,16 @@ class Evaluator:
     def __init__(self, name: str, section: Mapping[str, Any], context: Context):
         unknown = sorted(set(section) - set(DEFAULTS))
         if unknown:
-            raise ValueError(f'config.evals.{name}: unknown keys {unknown} (known: '
-                             f'{sorted(DEFAULTS)})')
+            raise ValueError(
+                f'config.evals.{name}: unknown keys {unknown} (known: {sorted(DEFAULTS)})'
+            )
         self.options = DEFAULTS | dict(section)
         o = self.options
         if o['procedure'] not in detector_eval.PROCEDURES:
-            raise ValueError(f'config.evals.{name}.procedure={o["procedure"]!r}: not one of '
-                             f'{detector_eval.PROCEDURES}')
+            raise ValueError(
+                f'config.evals.{name}.procedure={o["procedure"]!r}: not one of '
+                f'{detector_eval.PROCEDURES}'
+            )
         self.name, self.every_steps, self.final = name, int(o['every_steps']), bool(o['final'])
         config, self.mesh, self.workdir = context.config, context.mesh, context.workdir
         self.model = context.models[o['network']]
@@ -55,23 +67,41 @@ class Evaluator:
             self.predict_fn = detector_eval.make_predict_step(self.model, self.mesh)
             _, self.anchors = anchors.shot_anchors(o['image_size'], self.aspect_ratio)
             self.dataset = detector_eval.single_dataset(
-                self.val_root, self.mesh, image_size=o['image_size'],
-                batch_size=o['batch_size'], max_boxes=config.data.max_boxes,
-                data_dir=config.data.tfds_dir or None)
+                self.val_root,
+                self.mesh,
+                image_size=o['image_size'],
+                batch_size=o['batch_size'],
+                max_boxes=config.data.max_boxes,
+                data_dir=config.data.tfds_dir or None,
+            )
 
-    def predict(self, params: Any, grid: list | None = None, max_images: int = 0
-                ) -> detector_eval.Predictions:
+    def predict(
+        self, params: Any, grid: list | None = None, max_images: int = 0
+    ) -> detector_eval.Predictions:
         """Detections of `params` on the val split with this evaluator's procedure."""
         o = self.options
         if o['procedure'] == 'multiscale':
             return detector_eval.predict_multiscale(
-                self.model, params, self.val_root, aspect_ratio=self.aspect_ratio,
-                conf_thresh=o['conf_thresh'], max_side=o['multiscale_max_side'],
-                max_images=max_images)
+                self.model,
+                params,
+                self.val_root,
+                aspect_ratio=self.aspect_ratio,
+                conf_thresh=o['conf_thresh'],
+                max_side=o['multiscale_max_side'],
+                max_images=max_images,
+            )
         return detector_eval.predict_single(
-            params, self.predict_fn, self.mesh, self.anchors, self.dataset,
-            image_size=o['image_size'], conf_thresh=o['conf_thresh'],
-            max_batches=o['max_batches'], grid=grid, grid_images=o['grid_images'])
+            params,
+            self.predict_fn,
+            self.mesh,
+            self.anchors,
+            self.dataset,
+            image_size=o['image_size'],
+            conf_thresh=o['conf_thresh'],
+            max_batches=o['max_batches'],
+            grid=grid,
+            grid_images=o['grid_images'],
+        )
 
     def results_of(self, preds: detector_eval.Predictions) -> dict[str, Any]:
         """AP (easy / medium / hard) and the procedure's settings, for `results.json`."""
