@@ -113,16 +113,7 @@ def run_case(name: str, steps: int, bf16: bool, seed: int = 0) -> str:
     state = state_lib.create(networks, jax.random.key(seed), mesh)
     jax.block_until_ready(state)
     init_s = time.perf_counter() - start
-    step_fn = detector_step.make_train_step(
-        model,
-        schedule,
-        mesh,
-        image_size=size,
-        aspect_ratio=cfg.model.anchor_aspect_ratio,
-        match_threshold=cfg.model.match_threshold,
-        pal_weight=cfg.model.pal_weight,
-        neg_pos_ratio=cfg.model.neg_pos_ratio,
-    )
+    step_fn = detector_trainer.make_step(cfg, model, schedule, mesh)
     rng = jax.device_put(jax.random.key(seed + 1), sharding.replicated(mesh))
     np_rng = np.random.default_rng(seed)
     batches = [

@@ -93,14 +93,10 @@ def load_params(config, model, mesh, workdir: str | None, params_dir: str | None
                 f'{os.path.join(workdir, "checkpoints")}: no checkpoint '
                 '(train first with launch/train.py, same --workdir)'
             )
-        try:
-            restored = ckpt.restore(abstract)
-        except Exception as e:  # Orbax reports a tree or shape mismatch in several types.
-            raise ValueError(
-                f'{workdir}: the checkpoint does not fit --config (pass the '
-                f'config and overrides of the run, see {workdir}/config.json): '
-                f'{type(e).__name__}: {e}'
-            ) from None
+        restored = ckpt.restore(
+            abstract,
+            hint=f'pass the config and overrides of the run, see {workdir}/config.json',
+        )
     finally:
         ckpt.close()
     state, _ = restored

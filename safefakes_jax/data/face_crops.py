@@ -27,15 +27,7 @@ import numpy as np
 from safefakes_jax.data import atomic_io, images, landmarks_sidecar, root_paths, wider
 
 EXPANSION = 0.35
-KEYPOINT_NAMES = (
-    'nose',
-    'left_eye',
-    'right_eye',
-    'left_ear',
-    'right_ear',
-    'left_shoulder',
-    'right_shoulder',
-)
+KEYPOINT_NAMES = landmarks_sidecar.KEYPOINT_NAMES
 _ARRAYS = (
     'images',
     'boxes',

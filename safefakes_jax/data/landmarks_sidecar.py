@@ -2,10 +2,10 @@
 
 `landmarks/<split>.jsonl` holds one JSON object per image, in annotation order: `image` (the
 name as in the txt) and `faces`, one object per annotated box in row order (`box` x y w h,
-`landmarks68`, `keypoints7` x y visible, and on the synthetic set `identity`, pose and
-occlusion). The synthetic generator writes it; face crops and the keypoint-driven anonymizers
-read it. It describes the *original* faces (biometric data), so anonymized copies leave it out
-unless asked (`engine`, `copy_landmarks`).
+`landmarks68`, `keypoints7` x y visible in `KEYPOINT_NAMES` order, and on the synthetic set
+`identity`, pose and occlusion). The synthetic generator writes it; face crops and the
+keypoint-driven anonymizers read it. It describes the *original* faces (biometric data), so
+anonymized copies leave it out unless asked (`engine`, `copy_landmarks`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,17 @@ import json
 import os
 
 from safefakes_jax.data import wider
+
+# DeepPrivacy's 7 keypoints (COCO order); "left" is the person's left.
+KEYPOINT_NAMES = (
+    'nose',
+    'left_eye',
+    'right_eye',
+    'left_ear',
+    'right_ear',
+    'left_shoulder',
+    'right_shoulder',
+)
 
 
 def relative_path(split: str) -> str:

@@ -230,15 +230,7 @@ def generate(
             'occlusion': 'f = occluded fraction: 0 if f < 0.1, 1 if f < 0.4, else 2',
             'pose': '1 = |yaw| > 45 or |roll| > 30',
         },
-        'keypoints7': [
-            'nose',
-            'left_eye',
-            'right_eye',
-            'left_ear',
-            'right_ear',
-            'left_shoulder',
-            'right_shoulder',
-        ],
+        'keypoints7': list(landmarks_sidecar.KEYPOINT_NAMES),
         'left_right': "person's left (image right for a frontal face)",
         'splits': summary['splits'],
     }

@@ -100,21 +100,35 @@ class Checkpointer:
         """The step of the newest checkpoint, or None."""
         return self.manager.latest_step()
 
-    def restore(self, abstract_state: Any) -> tuple[Any, int] | None:
+    def restore(self, abstract_state: Any, hint: str = '') -> tuple[Any, int] | None:
         """Restores the newest checkpoint into `abstract_state` (shapes + shardings).
+
+        Args:
+          abstract_state: the state's shapes, dtypes and shardings.
+          hint: what to do when the checkpoint does not fit, added to the error.
 
         Returns:
           (state, next_position of this host), or None when there is no checkpoint.
+
+        Raises:
+          ValueError: the checkpoint's tree or shapes differ from `abstract_state` (names the
+            folder and step).
         """
         step = self.manager.latest_step()
         if step is None:
             return None
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
-            ),
-        )
+        try:
+            restored = self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
+                ),
+            )
+        except Exception as e:  # Orbax reports a tree or shape mismatch in several types.
+            raise ValueError(
+                f'{self.directory}: checkpoint step {step} does not fit the state to restore'
+                f'{" (" + hint + ")" if hint else ""}: {type(e).__name__}: {e}'
+            ) from None
         positions = restored.data['next_position']
         return restored.state, int(positions[jax.process_index()])
 

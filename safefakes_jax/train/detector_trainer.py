@@ -200,6 +200,20 @@ def specs(
     return {NETWORK: state_lib.Spec(init, tx)}, schedule
 
 
+def make_step(config: ml_collections.ConfigDict, model: dsfd.DSFD, schedule, mesh):
+    """The jitted DSFD train step with the loss settings of `config.model`."""
+    return detector_step.make_train_step(
+        model,
+        schedule,
+        mesh,
+        image_size=config.data.image_size,
+        aspect_ratio=config.model.anchor_aspect_ratio,
+        match_threshold=config.model.match_threshold,
+        pal_weight=config.model.pal_weight,
+        neg_pos_ratio=config.model.neg_pos_ratio,
+    )
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None
 ) -> dict[str, Any]:
@@ -227,16 +241,7 @@ def train_and_evaluate(
         prepare_records(config)
         model = build_model(config)
         networks, schedule = specs(config, model)
-        step = detector_step.make_train_step(
-            model,
-            schedule,
-            mesh,
-            image_size=size,
-            aspect_ratio=config.model.anchor_aspect_ratio,
-            match_threshold=config.model.match_threshold,
-            pal_weight=config.model.pal_weight,
-            neg_pos_ratio=config.model.neg_pos_ratio,
-        )
+        step = make_step(config, model, schedule, mesh)
 
         def batches(position: int):
             ds = detection_pipeline.make_train_dataset(

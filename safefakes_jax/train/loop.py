@@ -139,18 +139,6 @@ def _fetch_window(
     return [{k: float(v) for k, v in m.items()} for m in fetched]
 
 
-def _restore(ckpt: checkpoints.Checkpointer, specs, mesh: Mesh, workdir: str):
-    latest = ckpt.latest_step()
-    try:
-        return ckpt.restore(state_lib.abstract(specs, mesh))
-    except Exception as e:  # Orbax reports a tree or shape mismatch in several types.
-        raise ValueError(
-            f'{workdir}: checkpoint step {latest} does not fit this config '
-            f'(resume_with_changed_config cannot change the networks): '
-            f'{type(e).__name__}: {e}'
-        ) from None
-
-
 def _write_eval(writer, step: int, name: str, result: evaluators_lib.Result) -> None:
     writer.write_scalars(step, {f'{name}/{k}': v for k, v in result.scalars.items()})
     if result.images:
@@ -194,7 +182,10 @@ def run(
     total, log_every = config.train.steps, config.train.log_every
     ckpt = checkpoints.Checkpointer(workdir, config.ckpt.every_steps, config.ckpt.max_to_keep)
     try:
-        restored = _restore(ckpt, task.specs, mesh, workdir)
+        restored = ckpt.restore(
+            state_lib.abstract(task.specs, mesh),
+            hint='resume_with_changed_config cannot change the networks',
+        )
     except ValueError:
         ckpt.close()
         raise
