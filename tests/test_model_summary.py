@@ -50,3 +50,10 @@ def test_variant_line_format_and_width(variant):
     assert match, out[-500:]
     count = int(match.group(1))
     assert count < 49793432 if width < 1.0 else count == 49793432
+
+
+def test_paper_deepprivacy_counts():
+    out = run_summary('configs/deepprivacy_fdf.py').strip().splitlines()
+    assert out[-2:] == ['params[generator]=46924931', 'params[discriminator]=47149801']
+    v1 = run_summary('configs/deepprivacy_fdf.py', '--config.model.discriminator=v1')
+    assert v1.strip().splitlines()[-1] == 'params[discriminator]=45526361'

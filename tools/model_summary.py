@@ -2,10 +2,13 @@ r"""Prints the parameter overview of every network a config builds (shapes only,
 
   python tools/model_summary.py --config=configs/dsfd_original.py
   python tools/model_summary.py --config=configs/dsfd_original.py:smoke --per_param
+  python tools/model_summary.py --config=configs/deepprivacy_fdf.py
 
 Networks are built with `jax.eval_shape` at the config's input size, so nothing is
-materialised (the full DSFD costs no memory). Today a config builds one network, the detector:
-`DSFD(width=config.model.width if set, else 1.0, num_classes=2)` at `config.data.image_size`.
+materialised (the full DSFD costs no memory). A DSFD config builds the detector,
+`DSFD(width=config.model.width if set, else 1.0, num_classes=2)` at `config.data.image_size`;
+a DeepPrivacy config (`config.trainer == 'deepprivacy'`) its generator and discriminator at
+`config.model.resolution` (`params[generator]=46924931` for the paper's).
 Output: a table per network (top-level blocks, PyTorch-style group names: `vgg`, `extras`,
 `fpn_fem`, `loc_pal1`, ...), the per-parameter table with `--per_param`, and last one line per
 network, `params[<name>]=<count>` (e.g. `params[detector]=49793432` for the paper's DSFD).
@@ -57,6 +60,29 @@ def networks(config: Any) -> dict[str, tuple[str, Any, Callable[[], Any]]]:
 
     from safefakes_jax.models import dsfd
 
+    if _get(config, 'trainer', 'detector') == 'deepprivacy':
+        from safefakes_jax.train import deepprivacy_trainer
+
+        g, d = deepprivacy_trainer.build_models(config)
+        r = g.resolution
+        x = {
+            k: jax.ShapeDtypeStruct(v.shape, v.dtype)
+            for k, v in deepprivacy_trainer.example_inputs(r).items()
+        }
+        d_args = (x['image'], x['image'], x['keypoints'])
+        d_args += (x['mask'],) if d.variant == 'v2' else ()
+        return {
+            'generator': (
+                f'DeepPrivacy Generator(width={g.width}) at {r}x{r}',
+                g,
+                lambda: (jax.random.key(0), x['image'], x['keypoints'], x['z']),
+            ),
+            'discriminator': (
+                f'DeepPrivacy Discriminator({d.variant!r}, width={d.width}) at {r}x{r}',
+                d,
+                lambda: (jax.random.key(0), *d_args),
+            ),
+        }
     size = int(_get(config, 'data.image_size', 640))
     width = float(_get(config, 'model.width', 1.0))
     detector = dsfd.DSFD(width=width, num_classes=2)
