@@ -13,6 +13,9 @@ usually do), so consumers clip as they need.
 
 The sidecar is `landmarks/<split>.jsonl` (one JSON object per image, faces in txt order), as
 written by `safefakes_jax.data.synthetic`.
+
+`subset` takes a seeded random, nested subset of any `FaceCrops` (the paper's dataset-size
+study); `fdf.read_fdf` reads FDF into the same dataclass.
 """
 
 from __future__ import annotations
@@ -236,3 +239,85 @@ def _fill(
             [np.where(vis, points_to_crop(kp[:, :2], c, size), 0.0), kp[:, 2:]], 1
         )
         crops.identity[k] = face['identity']
+
+
+def subset_indices(total: int, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted int64 rows of a seeded random subset of `n` out of `total` items.
+
+    The rows are the first `n` of one permutation drawn from `np.random.default_rng(seed)`, in
+    increasing order: the subset depends only on `(total, n, seed)` (so it is the same faces
+    for every crop size of FDF), and it is nested: for one seed, the subset of `n` lies inside
+    that of any larger `n` (the paper's dataset-size study trains on growing subsets).
+
+    Raises:
+      ValueError: `n` is negative or larger than `total`.
+    """
+    total, n = int(total), int(n)
+    if not 0 <= n <= total:
+        raise ValueError(f'cannot take a subset of {n} out of {total} items')
+    perm = np.random.default_rng(int(seed)).permutation(total)
+    return np.sort(perm[:n]).astype(np.int64)
+
+
+def subset(crops: FaceCrops, n: int, seed: int = 0, shuffle: bool = True) -> FaceCrops:
+    """`n` faces of `crops`, kept in their order.
+
+    Works on any `FaceCrops` (FDF, PIPA, synthetic); `skipped` is copied unchanged (it counts
+    the faces left out when the full set was cut).
+
+    Args:
+      crops: the faces.
+      n: how many to keep (0 <= n <= len(crops)).
+      seed: the seed of the random subset (`subset_indices`).
+      shuffle: True: a seeded random subset. False: the first `n` (what DeepPrivacy's
+        `percentage` keeps); `seed` is then unused.
+
+    Raises:
+      ValueError: `n` is negative or larger than `len(crops)`.
+    """
+    if shuffle:
+        rows = subset_indices(len(crops), n, seed)
+    elif 0 <= n <= len(crops):
+        rows = np.arange(int(n))
+    else:
+        raise ValueError(f'cannot take a subset of {n} out of {len(crops)} items')
+    return dataclasses.replace(
+        crops, **{k: getattr(crops, k)[rows] for k in _ARRAYS}, skipped=dict(crops.skipped)
+    )
+
+
+SOURCES = ('npz', 'fdf')
+SYNTHETIC_HINT = (
+    'make the synthetic crops with: python tools/make_synthetic_wider.py --out '
+    'cache/synthetic_wider --train 1000 --val 300 --seed 0 --crops 128 (or `make demo`)'
+)
+
+
+def load_split(
+    source: str, path: str | os.PathLike, split: str, limit: int = 0, size: int = 128
+) -> FaceCrops:
+    """The face crops of one split, as a GAN config names them (`config.data`).
+
+    Args:
+      source: 'npz' (`path` is a `FaceCrops` file of this split, e.g. the synthetic crops) or
+        'fdf' (`path` is an FDF-layout folder, `fdf.read_fdf`).
+      path: the file or folder.
+      split: 'train' or 'val' (FDF's subfolder).
+      limit: > 0: a seeded subset of this many faces (`subset_indices`, seed 0).
+      size: the FDF image size to read.
+
+    Raises:
+      FileNotFoundError: a missing file or folder (for the synthetic crops, with the command
+        that makes them).
+      ValueError: an unknown source, bad data (naming the file), a limit above the count.
+    """
+    if source == 'npz':
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f'{path}: face crops not found; {SYNTHETIC_HINT}')
+        crops = FaceCrops.load(path)
+        return subset(crops, int(limit), seed=0) if limit else crops
+    if source == 'fdf':
+        from safefakes_jax.data import fdf  # fdf imports this module.
+
+        return fdf.read_fdf(path, split, size=size, limit=int(limit) or None, seed=0)
+    raise ValueError(f'face-crop source must be one of {SOURCES}, got {source!r}')
