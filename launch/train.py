@@ -1,4 +1,8 @@
-r"""Trains DSFD on a config's (anonymized) WIDER FACE train split and evaluates it on val.
+r"""Trains a config's network: DSFD (the default) or a GAN anonymizer (`config.trainer`).
+
+DSFD trains on a config's (anonymized) WIDER FACE train split and is evaluated on val;
+DeepPrivacy (`configs/deepprivacy_*.py`) trains on face crops and is evaluated on held-out
+crops (`train/deepprivacy_trainer.py`).
 
 Writes to `--workdir`: checkpoints/ (resumed automatically), config.json, TensorBoard events,
 predictions/<event>/<image>.txt (official format) and results.json (easy/medium/hard AP).
@@ -11,6 +15,7 @@ config_changes.json. Set-up errors (missing data, refused workdir, bad config) p
   python launch/train.py --config=configs/dsfd_original.py:smoke --workdir=/tmp/dsfd_smoke
   python launch/train.py --config=configs/dsfd_blur.py --workdir=workdirs/dsfd_blur \
       --config.train.steps=15000
+  python launch/train.py --config=configs/deepprivacy_fdf.py:smoke --workdir=/tmp/dp_smoke
 
 Multi-process (README, "Scaling out"): `--jax_distributed` alone lets
 `jax.distributed.initialize()` detect the cluster (TPU pod slice, SLURM, ...); elsewhere start
@@ -66,11 +71,17 @@ def main(argv):
         )
     jax.config.update('jax_threefry_partitionable', True)
 
-    from safefakes_jax.train import detector_trainer
+    from safefakes_jax.train import deepprivacy_trainer, detector_trainer
 
     config = _CONFIG.value
+    trainer = config.get('trainer', 'detector')
     try:
-        results = detector_trainer.train_and_evaluate(config, _WORKDIR.value)
+        if trainer == 'deepprivacy':
+            results = deepprivacy_trainer.train_and_evaluate(config, _WORKDIR.value)
+        elif trainer == 'detector':
+            results = detector_trainer.train_and_evaluate(config, _WORKDIR.value)
+        else:
+            raise ValueError(f'config.trainer={trainer!r}: not one of detector, deepprivacy')
     except (FileNotFoundError, ValueError, detector_trainer.AnonymizerUnavailableError) as e:
         # Set-up errors (ValueError covers checkpoints.WorkdirConfigError): one line, status 2.
         print('error: ' + ' '.join(str(e).split()), file=sys.stderr)
@@ -79,6 +90,14 @@ def main(argv):
         return
     if 'stopped_at' in results:
         print(f'stopped at step {results["stopped_at"]} (checkpoint saved; rerun to resume)')
+    elif trainer == 'deepprivacy':
+        scores = ', '.join(
+            f'{k} {v:.4f}' for k, v in results.items() if k.endswith(('_l1', '_l1_box'))
+        )
+        print(
+            f'{scores} after {results["steps"]} steps; '
+            f'wrote {os.path.join(_WORKDIR.value, "results.json")}'
+        )
     else:
         print(
             f'AP easy {results["easy"]:.4f} medium {results["medium"]:.4f} '

@@ -23,7 +23,8 @@ else is here, once:
    every `every_steps`, the final ones at the end; their scalars and images go to the writer,
    the final ones' images also to `<workdir>/<evaluator>_<image>.png`, and their results with
    the step count, the task's `results` and any recorded config changes to
-   `<workdir>/results.json`.
+   `<workdir>/results.json`;
+8. the task's `export` hook with the final state (a GAN trainer writes its EMA generator).
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ class Task:
       finite_keys: metrics that must be finite (else the run stops naming step and batch).
       batch_size: examples per step over all processes (for the throughput).
       init_state: applied to a fresh state (not to a restored one), e.g. to load weights.
+      export: called with the final state after the final evaluations (e.g. to write the
+        network an anonymizer loads); its return value (JSON-ready) goes into `results.json`
+        as `export`.
       hparams: extra hparams written beside the config (provenance).
       results: extra entries of `results.json`.
       names_key: the batch field naming its examples (file names), for error messages.
@@ -80,6 +84,7 @@ class Task:
     finite_keys: Sequence[str]
     batch_size: int
     init_state: Callable[[state_lib.TrainState], state_lib.TrainState] | None = None
+    export: Callable[[state_lib.TrainState], Any] | None = None
     hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     results: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     names_key: str = 'filename'
@@ -277,6 +282,8 @@ def run(
                 for key, image in result.images.items():
                     image_grids.save_png(os.path.join(workdir, f'{name}_{key}.png'), image)
         results.update(task.results, steps=step)
+        if task.export is not None:
+            results['export'] = task.export(state)
         changes = checkpoints.read_changes(workdir)
         if changes:  # This result is not of one config from start to end: say so.
             results['config_changes'] = [
