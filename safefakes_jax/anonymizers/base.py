@@ -58,7 +58,10 @@ _PREFIXES = ('skipped:', 'fallback:')
 
 # Modules whose import registers the built-in methods; imported on the first name lookup so
 # that heavy methods (GANs: JAX models) load only when asked for.
-BUILTIN_MODULES: list[str] = ['safefakes_jax.anonymizers.conventional']
+BUILTIN_MODULES: list[str] = [
+    'safefakes_jax.anonymizers.conventional',
+    'safefakes_jax.anonymizers.deepprivacy',
+]
 
 # Per-face keypoints: e.g. {'keypoints7': float [7, 3] (x, y, visible),
 # 'landmarks68': float [68, 2]} as in the synthetic set's `landmarks/<split>.jsonl` sidecar.
@@ -174,6 +177,9 @@ class Anonymizer(abc.ABC):
     # `anonymize_batch` in one process only, in batches of exactly `batch_size` images, and
     # its worker processes only decode and encode (`engine._execute_device_bound`).
     device_bound: ClassVar[bool] = False
+    # Config keys that name a field otherwise (e.g. `anonymizer.params` -> `weights`, since
+    # `params()` is a method).
+    config_aliases: ClassVar[dict[str, str]] = {}
 
     def params(self) -> dict[str, Any]:
         """The parameters that determine the output (dataclass fields by default).
@@ -397,6 +403,9 @@ def create(name: str, **params: Any) -> Anonymizer:
     cls = get_class(name)
     if not cls.for_output:
         raise ValueError(f'anonymizer {name!r} is internal and cannot produce a dataset')
+    for alias, field in cls.config_aliases.items():
+        if alias in params:
+            params[field] = params.pop(alias)
     try:
         return cls(**params)
     except TypeError as e:

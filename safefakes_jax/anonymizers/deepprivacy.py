@@ -1,0 +1,306 @@
+"""`deepprivacy`: every face of at least 10 px replaced by the DeepPrivacy generator.
+
+Follows DeepPrivacy's inference (`deep_privacy/box_utils.py`, `inference/`; reference §1):
+
+1. **Crop** (`expand_box`): the box made square by growing its short side (centred, shifted
+   back into the image), then each side grown by `int(0.35 * side)` as far as the image allows
+   (the square is shifted to stay inside). When that is impossible (a box wider or taller than
+   the image's short side, or a square that cannot stay inside), the original falls back to a
+   centred square of side 1.7 x max(w, h), zero-padded outside the image; so does this one
+   (`fallback` in the crop record).
+2. The crop is resized to the generator's resolution (bilinear, as DeepPrivacy-v1), the box in
+   crop coordinates (`int((b - origin) * R / side)`) is zeroed in the condition (0 in [-1, 1]),
+   the keypoints (`keypoints` source, default the synthetic sidecar) are mapped into the crop
+   and normalised; absent ones are NaN, so a face without keypoints runs with empty maps
+   (reference §4, decision 7).
+3. The EMA generator runs with z = 0 (`z='zero'`; `z='random'` draws z from the image's rng)
+   in fixed batches of `face_batch` faces (the last padded), compiled once: the method is
+   device-bound (the engine calls it in one process).
+4. **Paste**: the output, clipped to [-1, 1], is resized back to the crop's side and only the
+   pixels of the tight box (clipped to the image) are copied into the image (hard paste, as
+   DeepPrivacy-v2's `stitch_faces`); every pixel outside the box keeps its value.
+
+Deviation from the original, which silently skips boxes without a matched person: every box of
+at least `min_face_px` (10) is anonymized; a face that fails (any error) is blacked out and
+recorded `fallback:<reason>`; faces narrower than 10 px stay as they are, recorded
+`skipped:below_min_face_px` (paper Sec. IV-C).
+
+Weights (`params`): a folder holding a generator checkpoint, either written by
+`tools/convert_torch_weights.py --format=deepprivacy_v1` from the original ISVC'19 checkpoint,
+or exported by `launch/train.py --config=configs/deepprivacy_*.py` as `<workdir>/generator`
+(the EMA generator). Its `conversion.json` says the network's width and resolution; the sha256
+of its files is in `params()` (the copy's provenance).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+
+from safefakes_jax.anonymizers import base
+from safefakes_jax.anonymizers import keypoints as keypoints_lib
+from safefakes_jax.models import torch_import
+
+EXPANSION = 0.35
+FALLBACK_EXPANSION = 0.7  # DeepPrivacy's `expand_bbox_simple(bbox, 2 * 0.35)`.
+FORMATS = ('deepprivacy_v1', 'deepprivacy')
+TRAIN_HINT = (
+    'train one with: python launch/train.py --config=configs/deepprivacy_fdf.py:smoke '
+    '--workdir=workdirs/deepprivacy_fdf_smoke (it exports <workdir>/generator), or convert the '
+    'original weights with: python tools/convert_torch_weights.py --format=deepprivacy_v1 '
+    '--src=FILE --out=DIR'
+)
+
+
+class GeneratorNotFoundError(FileNotFoundError):
+    """No generator checkpoint where the config points (the message says how to make one)."""
+
+
+def _square(x0: int, y0: int, w: int, h: int, height: int, width: int) -> tuple[int, int, int]:
+    """DeepPrivacy's `quadratic_bounding_box`: (x0, y0, side) of a square holding the box."""
+    if w > min(height, width) or h > min(height, width):
+        raise ValueError('box larger than the image')
+    if w != h:
+        diff = abs(w - h)
+        if h < w:
+            h += diff
+            y0 = max(0, y0 - diff // 2)
+        else:
+            w += diff
+            x0 = max(0, x0 - diff // 2)
+        x0 -= max(0, x0 + w - width)
+        y0 -= max(0, y0 + h - height)
+    if x0 < 0 or y0 < 0 or x0 + w > width or y0 + h > height:
+        raise ValueError('square outside the image')
+    return x0, y0, w
+
+
+def expand_box(box_xywh: Sequence[int], height: int, width: int) -> tuple[np.ndarray, bool]:
+    """The square crop `x1 y1 x2 y2` of a WIDER box (module docstring) and whether it is the
+    1.7x fallback (which may leave the image: zero padding)."""
+    x, y, w, h = (int(v) for v in box_xywh)
+    try:
+        x0, y0, side = _square(max(x, 0), max(y, 0), w, h, height, width)
+        e = min((height - side) // 2, (width - side) // 2, int(side * EXPANSION))
+        if e > 0:
+            x0, y0, side = max(0, x0 - e), max(0, y0 - e), side + 2 * e
+            x0 -= max(0, x0 + side - width)
+            y0 -= max(0, y0 + side - height)
+        crop = np.array([x0, y0, x0 + side, y0 + side], np.int64)
+        inside = x0 >= 0 and y0 >= 0 and crop[2] <= width and crop[3] <= height
+        holds = crop[0] <= x and crop[1] <= y and crop[2] >= x + w and crop[3] >= y + h
+        if inside and holds:
+            return crop, False
+    except ValueError:
+        pass
+    cx, cy = x + w // 2, y + h // 2
+    half = int(max(w, h) * (1 + FALLBACK_EXPANSION)) // 2
+    return np.array([cx - half, cy - half, cx + half, cy + half], np.int64), True
+
+
+def cut(image: np.ndarray, crop_xyxy: np.ndarray) -> np.ndarray:
+    """The crop (zero padding where it leaves the image), at its own size."""
+    x1, y1, x2, y2 = (int(v) for v in crop_xyxy)
+    h, w = image.shape[:2]
+    out = np.zeros((y2 - y1, x2 - x1, 3), np.uint8)
+    sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+    if sx2 > sx1 and sy2 > sy1:
+        out[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
+    return out
+
+
+def box_in_crop(face: base.Face, crop_xyxy: np.ndarray, size: int) -> np.ndarray:
+    """DeepPrivacy's box in crop pixels: `int((b - origin) * size / side)`, clipped to the crop."""
+    side = crop_xyxy[2] - crop_xyxy[0]
+    x, y, w, h = face.box
+    b = np.array([x, y, x + w, y + h], np.float64) - crop_xyxy[[0, 1, 0, 1]]
+    return np.clip((b * size / side).astype(np.int64), 0, size)
+
+
+def folder_sha256(path: str) -> str:
+    """sha256 over the relative names and bytes of every file under `path` (sorted)."""
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            digest.update(os.path.relpath(full, path).encode() + b'\0')
+            digest.update(torch_import.file_sha256(full).encode())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def load_generator(path: str) -> tuple[Any, Any, str]:
+    """(Generator module, params, sha256) of a generator folder (module docstring).
+
+    Raises:
+      GeneratorNotFoundError: no such folder or no checkpoint in it.
+      ValueError: a checkpoint of another model.
+    """
+    from safefakes_jax.models import deepprivacy
+
+    if not path or not os.path.isdir(path):
+        raise GeneratorNotFoundError(
+            f'DeepPrivacy generator not found: {path or "(anonymizer.params is empty)"}; '
+            + TRAIN_HINT
+        )
+    try:
+        info = torch_import.load_conversion_info(path)
+    except FileNotFoundError as e:
+        raise GeneratorNotFoundError(f'{e}; {TRAIN_HINT}') from None
+    if info.get('format') not in FORMATS:
+        raise ValueError(
+            f'{path}: a {info.get("format")!r} checkpoint, not a DeepPrivacy generator'
+        )
+    model = deepprivacy.Generator(
+        width=float(info.get('width', 1.0)), resolution=int(info.get('resolution', 128))
+    )
+    params = torch_import.load_converted(path)
+    return model, params, folder_sha256(path)
+
+
+@base.register('deepprivacy')
+@dataclasses.dataclass
+class DeepPrivacy(base.Anonymizer):
+    """The DeepPrivacy anonymizer (module docstring).
+
+    Attributes:
+      weights: the generator folder (a conversion or `<workdir>/generator`); the config key
+        is `anonymizer.params` (`config_aliases`).
+      keypoints: the keypoint source (`anonymizers.keypoints`): 'sidecar' (the synthetic
+        set's exact keypoints, passed by the engine), 'dlib68' or 'none'.
+      z: 'zero' (DeepPrivacy's inference) or 'random' (from the image's rng).
+      face_batch: faces per generator call (the compiled batch size).
+      batch_size: images per engine call.
+    """
+
+    weights: str = ''
+    keypoints: str = 'sidecar'
+    z: str = 'zero'
+    face_batch: int = 32
+    batch_size: int = 8
+
+    config_aliases: ClassVar[dict[str, str]] = {'params': 'weights'}
+    min_face_px: ClassVar[int] = 10
+    needs_keypoints: ClassVar[bool] = True
+    device_bound: ClassVar[bool] = True
+
+    def __post_init__(self):
+        if self.z not in ('zero', 'random'):
+            raise ValueError(f"z must be 'zero' or 'random', got {self.z!r}")
+        if self.face_batch < 1 or self.batch_size < 1:
+            raise ValueError('face_batch and batch_size must be >= 1')
+        if self.keypoints == 'coco_json':  # It needs image names, which the engine does not pass.
+            raise ValueError("keypoints='coco_json' is not supported by the dataset engine yet")
+        self._source = keypoints_lib.build(self.keypoints)
+        self.needs_keypoints = self._source.uses_sidecar  # The engine reads the sidecar then.
+        self._model = None  # Loaded (and checked) once, on first use or in params().
+
+    def _load(self):
+        if self._model is None:
+            import jax
+
+            model, params, sha = load_generator(self.weights and os.path.abspath(self.weights))
+            apply = jax.jit(lambda p, c, k, z: model.apply({'params': p}, c, k, z))
+            self._model = (model, params, sha, apply)
+        return self._model
+
+    def params(self) -> dict[str, Any]:
+        # The folder's path does not make the output, its bytes do (and the resolution).
+        model, _, sha, _ = self._load()
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        del fields['weights'], fields['batch_size']
+        return fields | {'weights_sha256': sha, 'resolution': model.resolution}
+
+    def anonymize_face(self, original, out, face, rng):  # pragma: no cover (batched only)
+        raise NotImplementedError('DeepPrivacy runs through anonymize_batch')
+
+    def anonymize(self, image, boxes, keypoints=None, rng=None) -> base.Result:
+        return self.anonymize_batch([base.Item(image, boxes, keypoints, rng)])[0]
+
+    def anonymize_batch(self, items: Sequence[base.Item]) -> list[base.Result]:
+        results, selected = [], []
+        for item in items:
+            original = base.check_image(item.image)
+            boxes = np.asarray(item.boxes, np.int64).reshape(-1, 4)
+            faces, records = self.select_faces(boxes, *original.shape[:2], item.keypoints)
+            results.append(base.Result(original.copy(), records))
+            selected.append((original, boxes, faces))
+        if not any(faces for _, _, faces in selected):
+            return results  # Nothing to generate: the model is not needed.
+        model, params, _, apply = self._load()
+        jobs = []  # (item index, face, crop, fallback, condition, keypoints, z)
+        for n, (original, boxes, faces) in enumerate(selected):
+            if not faces:
+                continue
+            found = self._source.locate(original, boxes, given=items[n].keypoints)
+            for face in faces:
+                try:
+                    prepared = self._prepare(original, face, found, model.resolution, items[n].rng)
+                    jobs.append((n, face, *prepared))
+                except Exception as e:  # noqa: BLE001 (fail closed)
+                    base.blackout(results[n].image, face)
+                    results[n].records[face.index] = f'fallback:error:{type(e).__name__}'
+        for start in range(0, len(jobs), self.face_batch):
+            chunk = jobs[start : start + self.face_batch]
+            pad = self.face_batch - len(chunk)
+            cond = np.stack([j[4] for j in chunk] + [np.zeros_like(chunk[0][4])] * pad)
+            kps = np.stack([j[5] for j in chunk] + [np.full((7, 2), np.nan, np.float32)] * pad)
+            z = np.stack([j[6] for j in chunk] + [np.zeros_like(chunk[0][6])] * pad)
+            try:
+                generated = np.asarray(apply(params, cond, kps, z), np.float32)
+            except Exception as e:  # noqa: BLE001 (fail closed)
+                generated = None
+                error = f'fallback:error:{type(e).__name__}'
+            for k, (n, face, crop, _, _, _, _) in enumerate(chunk):
+                result = results[n]
+                if generated is None:
+                    base.blackout(result.image, face)
+                    result.records[face.index] = error
+                    continue
+                result.records[face.index] = self._paste(
+                    items[n].image, result.image, face, crop, generated[k]
+                )
+        return results
+
+    def _prepare(self, original, face, found, size, rng):
+        crop, fallback = expand_box(face.box, *original.shape[:2])
+        side = int(crop[2] - crop[0])
+        pixels = cv2.resize(cut(original, crop), (size, size), interpolation=cv2.INTER_LINEAR)
+        condition = pixels.astype(np.float32) / 127.5 - 1.0
+        x1, y1, x2, y2 = box_in_crop(face, crop, size)
+        condition[y1:y2, x1:x2] = 0.0
+        kp = found[face.index].points
+        kps = (
+            np.full((7, 2), np.nan, np.float32)
+            if kp is None
+            else keypoints_lib.to_crop(kp, crop, side).astype(np.float32)
+        )
+        if self.z == 'random':
+            if rng is None:
+                raise ValueError("z='random' needs the image's rng")
+            z = rng.standard_normal((4, 4, 32)).astype(np.float32)
+        else:
+            z = np.zeros((4, 4, 32), np.float32)
+        return crop, fallback, condition, kps, z
+
+    def _paste(self, original, out, face, crop, generated) -> str:
+        side = int(crop[2] - crop[0])
+        face_rgb = ((np.clip(generated, -1.0, 1.0) + 1.0) * 127.5).round().astype(np.uint8)
+        face_rgb = cv2.resize(face_rgb, (side, side), interpolation=cv2.INTER_LINEAR)
+        ys, xs = face.region
+        patch = face_rgb[
+            ys.start - crop[1] : ys.stop - crop[1], xs.start - crop[0] : xs.stop - crop[0]
+        ]
+        out[face.region] = patch
+        if self.check_unchanged and np.array_equal(out[face.region], original[face.region]):
+            base.blackout(out, face)
+            return base.UNCHANGED
+        return base.ANONYMIZED

@@ -1,0 +1,133 @@
+"""Tests for the `deepprivacy` anonymizer (`anonymizers/deepprivacy.py`): the crop rule at image
+borders and its fallback, paste-back into the tight box only, the 10-px rule, fallbacks, the
+missing-generator error, and a set anonymized through the engine that passes the leak audit."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from safefakes_jax.anonymizers import audit, base, engine
+from safefakes_jax.anonymizers import deepprivacy as dp
+from safefakes_jax.data import synthetic, wider
+from safefakes_jax.models import deepprivacy, torch_import
+
+
+@pytest.mark.parametrize(
+    'box, shape, want, fallback',
+    [
+        ((100, 100, 20, 20), (400, 400), (93, 93, 127, 127), False),  # 20 + 2 * int(0.35*20).
+        ((100, 100, 20, 10), (400, 400), (93, 88, 127, 122), False),  # Squared, centred.
+        ((0, 0, 20, 20), (400, 400), (0, 0, 34, 34), False),  # Shifted into the image.
+        ((390, 390, 10, 10), (400, 400), (384, 384, 400, 400), False),
+        ((0, 0, 100, 60), (80, 200), (-35, -55, 135, 115), True),  # Wider than the short side.
+    ],
+)
+def test_crop_rule_at_borders_and_the_fallback(box, shape, want, fallback):
+    crop, used_fallback = dp.expand_box(box, *shape)
+    assert tuple(crop) == want and used_fallback == fallback
+    assert crop[2] - crop[0] == crop[3] - crop[1]
+    x, y, w, h = box
+    assert crop[0] <= x and crop[1] <= y and crop[2] >= x + w and crop[3] >= y + h
+
+
+def test_cut_pads_with_zeros_outside_the_image():
+    image = np.full((10, 10, 3), 200, np.uint8)
+    out = dp.cut(image, np.array([-2, -2, 4, 4]))
+    assert out.shape == (6, 6, 3)
+    assert (out[:2] == 0).all() and (out[:, :2] == 0).all() and (out[2:, 2:] == 200).all()
+
+
+def _generator_folder(path, resolution=16, width=0.03125, seed=0):
+    model = deepprivacy.Generator(width=width, resolution=resolution)
+    x = jnp.zeros((1, resolution, resolution, 3))
+    params = model.init(
+        jax.random.key(seed), x, jnp.full((1, 7, 2), jnp.nan), jnp.zeros((1, 4, 4, 32))
+    )['params']
+    info = {'format': 'deepprivacy', 'width': width, 'resolution': resolution}
+    torch_import.save_converted(path, jax.device_get(params), info)
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def generator_dir(tmp_path_factory):
+    return _generator_folder(tmp_path_factory.mktemp('gen') / 'generator')
+
+
+def test_paste_changes_only_the_box_and_keeps_the_10px_rule(generator_dir):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (120, 160, 3), np.uint8)
+    boxes = np.array([[10, 20, 40, 44], [150, 100, 30, 30], [80, 80, 8, 12], [60, 10, 0, 5]])
+    method = base.create('deepprivacy', params=generator_dir, keypoints='none', face_batch=2)
+    result = method(image, boxes)
+    assert result.records == [
+        'anonymized',
+        'anonymized',  # Partly outside: its clipped part.
+        'skipped:below_min_face_px',
+        'skipped:empty_box',
+    ]
+    inside = np.zeros(image.shape[:2], bool)
+    inside[20:64, 10:50] = inside[100:120, 150:160] = True
+    np.testing.assert_array_equal(result.image[~inside], image[~inside])
+    assert (result.image[20:64, 10:50] != image[20:64, 10:50]).mean() > 0.5
+    # Batched and one image at a time give the same bytes.
+    again = method.anonymize_batch(
+        [base.Item(image, boxes), base.Item(image[:, ::-1].copy(), boxes)]
+    )
+    np.testing.assert_array_equal(again[0].image, result.image)
+
+
+def test_params_name_the_weights_and_a_missing_generator_names_the_train_command(
+    generator_dir, tmp_path
+):
+    method = base.create('deepprivacy', params=generator_dir, keypoints='none')
+    params = method.params()
+    assert len(params['weights_sha256']) == 64 and 'weights' not in params
+    assert params['resolution'] == 16
+    missing = base.create('deepprivacy', params=str(tmp_path / 'nothing'), keypoints='none')
+    with pytest.raises(dp.GeneratorNotFoundError, match='configs/deepprivacy_fdf.py:smoke'):
+        missing.params()
+
+
+def test_a_failing_generator_blacks_out_and_records_the_fallback(generator_dir, monkeypatch):
+    method = base.create('deepprivacy', params=generator_dir, keypoints='none')
+    model, params, sha, _ = method._load()
+
+    def broken(*args):
+        raise RuntimeError('device lost')
+
+    method._model = (model, params, sha, broken)
+    image = np.full((64, 64, 3), 180, np.uint8)
+    result = method(image, np.array([[10, 10, 30, 30]]))
+    assert result.records == ['fallback:error:RuntimeError']
+    assert (result.image[10:40, 10:40] == 0).all() and (result.image[:10] == 180).all()
+
+
+def test_engine_copy_passes_the_leak_audit(generator_dir, tmp_path):
+    src = tmp_path / 'wider'
+    synthetic.generate(src, 3, 0, seed=0, workers=1, progress=False, width=320)
+    dst = tmp_path / 'wider_deepprivacy'
+    config = {
+        'anonymizer': {'name': 'deepprivacy', 'params': generator_dir, 'keypoints': 'sidecar'},
+        'src': str(src),
+        'dst': str(dst),
+        'splits': ('train',),
+        'workers': 1,
+        'seed': 0,
+        'image_format': 'jpeg',
+        'jpeg_quality': 95,
+        'overwrite': False,
+    }
+    summary = engine.run(config, progress=False)
+    assert not summary.failed
+    result = audit.audit(
+        src, dst, options=audit.AuditOptions(identity_min_px=0), workers=1, progress=False
+    )
+    faces = result.summary['methods']['deepprivacy']
+    assert faces['faces_audited'] > 0 and faces['leaks'] == 0, result.leaks[:3]
+    small = [r for r in result.rows if 0 < r.box[2] < 10]
+    assert all(r.record == 'skipped:below_min_face_px' for r in small)
+    txt = wider.split_paths(str(dst), 'train')[0]
+    assert os.path.isfile(txt)
