@@ -104,18 +104,24 @@ def get_base_config(arg: str | None, data: str) -> ml_collections.ConfigDict:
     config.mesh.num_devices = 0  # 0 = every device.
 
     if arg.smoke:
-        # A 1/8-width DeepPrivacy at 64 x 64 on the synthetic face crops (README, "DeepPrivacy").
+        # A 1/16-width DeepPrivacy at 32 x 32 on the synthetic face crops, sized to train in
+        # about 10 minutes on 2 CPU cores (~0.5 s a step; 1/8 width at 64 x 64 takes 8 s).
         config.data.update(
             source='npz',
             train=f'{SYNTHETIC_CROPS}/train_128.npz',
             val=f'{SYNTHETIC_CROPS}/val_128.npz',
             limit=0,
-            batch_size=32,
+            batch_size=16,
         )
-        config.model.update(width=0.125, resolution=64)
-        config.train.update(steps=2_000, log_every=50)
-        config.evals.val.update(every_steps=1_000, num_faces=256, batch_size=64)
-        config.ckpt.every_steps = 500
+        config.model.update(width=0.0625, resolution=32)
+        config.train.update(steps=1_200, log_every=50)
+        # The refactored code's lazy, box-masked penalty lets the small critic run away here
+        # (D(real) - D(fake) > 400 by step 400); v1's penalty on the whole image, every step,
+        # keeps it bounded.
+        config.loss.update(gp='v1', lazy_every=1)
+        config.optim.discriminator.update(lr=1.5e-3, b2=0.99)
+        config.evals.val.update(every_steps=400, num_faces=256, batch_size=64)
+        config.ckpt.every_steps = 400
     if arg.tiny:
         config.data.batch_size = 8  # Divisible by the tests' 8 fake devices.
         config.model.update(width=0.03125, resolution=16)

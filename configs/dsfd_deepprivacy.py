@@ -1,10 +1,12 @@
 """DSFD (VGG16) trained on WIDER FACE anonymized by the `deepprivacy` GAN (paper Fig. 4).
 
-The deepprivacy anonymizer does not exist in safefakes_jax yet: `launch/train.py` with this config
-stops before compiling and says so (it never trains on original faces instead). Once the
-anonymizer exists:
+Make the anonymized set first (a missing set stops the run before compiling, naming the
+command; it never trains on original faces instead):
   python launch/anonymize.py --config=configs/anonymize/deepprivacy.py
   python launch/train.py --config=configs/dsfd_deepprivacy.py --workdir=workdirs/dsfd_deepprivacy
+On the synthetic set (after the smoke DeepPrivacy, `configs/deepprivacy_fdf.py:smoke`):
+  python launch/anonymize.py --config=configs/anonymize/deepprivacy.py:smoke
+  python launch/train.py --config=configs/dsfd_deepprivacy.py:smoke --workdir=/tmp/dsfd_dp
 Args (`:smoke`, `:steps=7500`, `:paper`, `:seed=1`): see dsfd_base.py.
 """
 

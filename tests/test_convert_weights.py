@@ -305,3 +305,40 @@ def test_load_converted_missing_dir(tmp_path):
         torch_import.load_converted(tmp_path / 'nowhere')
     with pytest.raises(FileNotFoundError, match='no checkpoint/ subfolder'):
         torch_import.load_converted(tmp_path)
+
+
+def test_deepprivacy_v1_conversion_feeds_the_anonymizer(tmp_path, capsys):
+    """A DeepPrivacy state dict (at 1/16 width) through the CLI: the anonymizer's generator
+    gives the outputs of the params mapped directly."""
+    from safefakes_jax.anonymizers import deepprivacy as dp_anonymizer
+    from safefakes_jax.models import deepprivacy
+
+    width = 0.0625
+    rng = np.random.default_rng(0)
+    sd = {
+        k: rng.standard_normal(s).astype(np.float32)
+        for k, s in deepprivacy.torch_key_shapes(width=width).items()
+    }
+    src = tmp_path / 'dp.npz'
+    np.savez(src, **sd)
+    out = tmp_path / 'dp'
+    args = ['--format=deepprivacy_v1', f'--src={src}', f'--out={out}', f'--width={width}']
+    assert convert_torch_weights.main(args) == 0
+    assert 'deepprivacy_v1' in capsys.readouterr().out
+    model, params, sha = dp_anonymizer.load_generator(str(out))
+    assert (model.width, model.resolution) == (width, 128) and len(sha) == 64
+    direct = deepprivacy.params_from_torch_state_dict(sd, width=width)
+    x = (jnp.zeros((1, 128, 128, 3)), jnp.full((1, 7, 2), 0.3), jnp.zeros((1, 4, 4, 32)))
+    np.testing.assert_array_equal(
+        model.apply({'params': params}, *x), model.apply({'params': direct}, *x)
+    )
+    bad = dict(sd)
+    bad.pop(next(iter(bad)))
+    np.savez(tmp_path / 'bad.npz', **bad)
+    assert (
+        convert_torch_weights.main(
+            [*args[:1], f'--src={tmp_path / "bad.npz"}', f'--out={tmp_path / "bad"}', args[3]]
+        )
+        == 2
+    )
+    assert 'missing' in capsys.readouterr().err

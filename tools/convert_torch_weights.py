@@ -1,11 +1,14 @@
-r"""Converts PyTorch DSFD / VGG16 weights (.pth or .npz) into an orbax checkpoint of Flax params.
+r"""Converts PyTorch DSFD / VGG16 / DeepPrivacy weights (.pth, .ckpt or .npz) into Flax params.
 
   python tools/convert_torch_weights.py --format=dsfd_vgg --src=WIDERFace_DSFD_vgg.pth \
       --out=pretrained/dsfd_vgg
   python tools/convert_torch_weights.py --format=vgg16_reducedfc --src=vgg16_reducedfc.npz \
       --out=pretrained/vgg16_reducedfc [--width 1.0] [--channel_order bgr] [--force]
 
-Formats (`../shared/reference/dsfd.md` §10-11):
+  python tools/convert_torch_weights.py --format=deepprivacy_v1 --src=checkpoint.ckpt \
+      --out=pretrained/deepprivacy_v1
+
+Formats:
   dsfd_vgg         a full yx `DSFD_vgg` state dict (plain, or yx's {'epoch', 'weight'} wrapper);
                    writes the full params. Default --channel_order rgb (yx trained on RGB).
   vgg16_reducedfc  the SSD/Caffe backbone (`{i}.weight/bias`); writes the *partial* params
@@ -13,6 +16,10 @@ Formats (`../shared/reference/dsfd.md` §10-11):
                    (`safefakes_jax.models.torch_import.merge_params`). Default --channel_order
                    bgr: the first conv's input channels are reversed so that our RGB input
                    (minus R 123, G 117, B 104) gives the outputs of the Caffe BGR input.
+  deepprivacy_v1   the ISVC'19 DeepPrivacy checkpoint: its `running_average_generator` (the
+                   EMA generator; the 64 generator tensors, or an .npz of those keys) becomes
+                   the params of `models.deepprivacy.Generator()` (128 x 128); the
+                   `deepprivacy` anonymizer loads the folder (`anonymizer.params=OUT`).
 
 `.pth` needs PyTorch (>= 1.13) and is read with `torch.load(..., weights_only=True)`: only
 tensors and plain containers are unpickled (a pickle can otherwise run code), which is all a
@@ -75,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     order = args.channel_order or torch_import.DEFAULT_CHANNEL_ORDER[args.format]
     try:
-        state_dict = torch_import.read_state_dict(args.src)
+        dp = args.format == 'deepprivacy_v1'  # A whole checkpoint: the EMA generator in it.
+        state_dict = torch_import.read_state_dict(args.src, unwrap=not dp)
         params = torch_import.convert_state_dict(state_dict, args.format, args.width, order)
         info = {
             'format': args.format,
@@ -85,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             'channel_order': order,
             'num_params': _count(params),
             'partial': args.format == 'vgg16_reducedfc',
+            **({'resolution': 128} if dp else {}),
             'created': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
         }
         torch_import.save_converted(args.out, params, info, force=args.force)
@@ -92,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f'convert_torch_weights: error: {e}', file=sys.stderr)
         return 2
     print(
-        f'{args.format} ({order} weights, width {args.width}): {len(state_dict)} tensors, '
+        f'{args.format} ({order} weights, width {args.width}): {info["num_params"]:,} '
+        f'parameters from {len(state_dict)} entries -> {os.path.abspath(args.out)}'
+        if dp
+        else f'{args.format} ({order} weights, width {args.width}): {len(state_dict)} tensors, '
         f'{info["num_params"]:,} parameters -> {os.path.abspath(args.out)}'
     )
     return 0

@@ -48,10 +48,10 @@ from flax import traverse_util
 from safefakes_jax.models import dsfd
 from safefakes_jax.models.vgg import TORCH_INDEX
 
-FORMATS = ('dsfd_vgg', 'vgg16_reducedfc')
+FORMATS = ('dsfd_vgg', 'vgg16_reducedfc', 'deepprivacy_v1')
 CHANNEL_ORDERS = ('rgb', 'bgr')
 # Channel order the source weights expect when `--channel_order` is not given.
-DEFAULT_CHANNEL_ORDER = {'dsfd_vgg': 'rgb', 'vgg16_reducedfc': 'bgr'}
+DEFAULT_CHANNEL_ORDER = {'dsfd_vgg': 'rgb', 'vgg16_reducedfc': 'bgr', 'deepprivacy_v1': 'rgb'}
 CHECKPOINT_SUBDIR = 'checkpoint'
 INFO_FILE = 'conversion.json'
 
@@ -78,12 +78,22 @@ def _unwrap(obj: Any) -> Mapping[str, Any]:
     raise ConversionError(f'expected a state dict (a mapping), got {type(obj).__name__}')
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Reads a PyTorch state dict from `.pth` / `.pt` (needs torch) or `.npz`.
+def _to_numpy(obj: Any) -> Any:
+    """Tensors -> numpy arrays, through nested mappings (other values as they are)."""
+    if isinstance(obj, Mapping):
+        return {k: _to_numpy(v) for k, v in obj.items()}
+    return obj.detach().cpu().numpy() if hasattr(obj, 'detach') else obj
+
+
+def read_state_dict(path: str | os.PathLike, unwrap: bool = True) -> dict[str, Any]:
+    """Reads a PyTorch state dict from `.pth` / `.pt` / `.ckpt` (needs torch) or `.npz`.
 
     Args:
         path: a `.pth` / `.pt` file (`torch.load(..., weights_only=True)`: a plain state dict
             or yx's `{'epoch': .., 'weight': state_dict}`), or an `.npz` with the same keys.
+
+        unwrap: take the state dict out of yx's wrapper; False returns what `torch.load`
+            gave (nested mappings, tensors as numpy), e.g. a DeepPrivacy checkpoint.
 
     Returns:
         key -> numpy array.
@@ -104,7 +114,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 return {k: data[k] for k in data.files}
         except (OSError, ValueError) as e:
             raise ConversionError(f'{path}: not a readable .npz ({e})') from e
-    if ext in ('.pth', '.pt'):
+    if ext in ('.pth', '.pt', '.ckpt'):
         try:
             import torch  # Optional: only for .pth sources.
         except ImportError:
@@ -127,12 +137,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 f'{path}: torch.load(weights_only=True) refused or failed ({type(e).__name__}: '
                 f'{" ".join(str(e).split())[:300]}); expected a plain state dict of tensors'
             ) from None
-        state = _unwrap(loaded)
-        return {
-            k: (v.detach().cpu().numpy() if hasattr(v, 'detach') else np.asarray(v))
-            for k, v in state.items()
-        }
-    raise ConversionError(f'{path}: unknown extension {ext!r} (expected .pth, .pt or .npz)')
+        if not unwrap:
+            if not isinstance(loaded, Mapping):
+                raise ConversionError(f'{path}: expected a mapping, got {type(loaded).__name__}')
+            return _to_numpy(loaded)
+        return {k: np.asarray(v) for k, v in _to_numpy(_unwrap(loaded)).items()}
+    raise ConversionError(f'{path}: unknown extension {ext!r} (expected .pth, .pt, .ckpt or .npz)')
 
 
 def _strip_prefix(state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -218,8 +228,10 @@ def convert_state_dict(
     """Maps a state dict of format `fmt` to (full or partial) `DSFD` params.
 
     Args:
-        state_dict: key -> array.
-        fmt: 'dsfd_vgg' (full params) or 'vgg16_reducedfc' (`{'vgg': ...}` only).
+        state_dict: key -> array; for 'deepprivacy_v1' also the whole loaded checkpoint
+            (`models.deepprivacy.state_dict_from_checkpoint` takes the EMA generator out).
+        fmt: 'dsfd_vgg' (full params), 'vgg16_reducedfc' (`{'vgg': ...}` only) or
+            'deepprivacy_v1' (the DeepPrivacy generator's params).
         width: channel multiplier of the target model.
         channel_order: channel order the source weights expect, 'rgb' or 'bgr'
             (None: `DEFAULT_CHANNEL_ORDER[fmt]`); 'bgr' flips the first conv's inputs.
@@ -235,6 +247,14 @@ def convert_state_dict(
     channel_order = channel_order or DEFAULT_CHANNEL_ORDER[fmt]
     if channel_order not in CHANNEL_ORDERS:
         raise ConversionError(f'unknown channel order {channel_order!r} (rgb or bgr)')
+    if fmt == 'deepprivacy_v1':
+        from safefakes_jax.models import deepprivacy
+
+        try:
+            sd = deepprivacy.state_dict_from_checkpoint(state_dict)
+            return deepprivacy.params_from_torch_state_dict(sd, width=width)
+        except (ValueError, AttributeError) as e:
+            raise ConversionError(str(e)) from e
     if fmt == 'dsfd_vgg':
         try:
             params = dsfd.params_from_torch_state_dict(state_dict, width=width)
