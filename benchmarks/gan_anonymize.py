@@ -1,8 +1,9 @@
-"""Speed of the DeepPrivacy anonymizer through the dataset engine, and of its train step.
+r"""Speed of the DeepPrivacy anonymizer through the dataset engine, and of its train step.
 
 Usage:
   python benchmarks/gan_anonymize.py                     # smoke and paper size, CPU-sized
-  python benchmarks/gan_anonymize.py --sizes paper --images 200 --face_batch 256 --train_step
+  python benchmarks/gan_anonymize.py --sizes paper --images 200 --face_batch 256 \
+      --train_step=paper                                # on a GPU
   python benchmarks/gan_anonymize.py --src cache/synthetic_wider --images 100
 
 For each generator size (`smoke`: configs/deepprivacy_fdf.py:smoke; `paper`: the 46.9M-parameter
@@ -14,8 +15,8 @@ For each generator size (`smoke`: configs/deepprivacy_fdf.py:smoke; `paper`: the
   `--runs` runs after an untimed warm-up that compiles the generator. Speed does not depend on
   the weights, so the generator is randomly initialised (never use it to anonymize);
 * the generator's FLOPs per face (XLA cost analysis of the batched call);
-* with `--train_step`: the DeepPrivacy train step's median time at the config's batch (paper
-  size: 128) and images/s.
+* with `--train_step=smoke[,paper]`: the DeepPrivacy train step's median time at the config's
+  batch (paper size: 128; about 85 GB of memory, so a GPU job) and images/s.
 """
 
 from __future__ import annotations
@@ -133,9 +134,18 @@ def main() -> None:
     parser.add_argument('--images', type=int, default=20)
     parser.add_argument('--runs', type=int, default=3)
     parser.add_argument('--face_batch', type=int, default=64)
-    parser.add_argument('--single', action=argparse.BooleanOptionalAction, default=True,
-                        help='also time one face at a time')
-    parser.add_argument('--train_step', action='store_true')
+    parser.add_argument(
+        '--single',
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help='also time one face at a time',
+    )
+    parser.add_argument(
+        '--train_step',
+        default='',
+        help='sizes whose train step to time, e.g. smoke or smoke,paper (paper at batch 128 '
+        'needs about 85 GB on CPU: a GPU job)',
+    )
     parser.add_argument('--train_steps', type=int, default=5)
     args = parser.parse_args()
     device = jax.devices()[0]
@@ -167,7 +177,7 @@ def main() -> None:
             if flops:
                 line += f', generator {flops / 1e9:.2f} GFLOP/face'
             print(line, flush=True)
-            if args.train_step:
+            if name in args.train_step.split(','):
                 seconds = train_step_seconds(config, args.train_steps)
                 b = config.data.batch_size
                 print(f'{name}: train step at batch {b}: {seconds:.3f} s ({b / seconds:.1f} img/s)')

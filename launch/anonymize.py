@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -29,6 +29,7 @@ def main(argv):
     from safefakes_jax.anonymizers import engine
     from safefakes_jax.data import manifest
 
+    logging.set_verbosity(logging.WARNING)  # No library INFO lines (orbax restoring weights).
     config = _CONFIG.value
     try:
         summary = engine.run(config, progress=not _QUIET.value)

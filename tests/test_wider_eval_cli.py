@@ -154,3 +154,21 @@ def test_cli_symlink_out_of_the_prediction_folder_exits_2(tmp_path, capsys):
         assert wider_eval.main(['--pred', str(tmp_path / pred), '--gt', str(tmp_path / 'gt')]) == 2
         err = capsys.readouterr().err
         assert err.startswith('error: ') and 'outside' in err and 'symlink' in err, err
+
+
+def test_cli_detection_rate_is_the_share_of_faces_found(tmp_path, capsys):
+    gt, preds = random_case(3)
+    write_gt(tmp_path / 'gt', gt)
+    wider.write_predictions(tmp_path / 'none', {k: v[:0] for k, v in preds.items()})
+    perfect = {}  # One exact detection per ground-truth face.
+    for im in gt.images:
+        boxes = np.asarray(im.boxes, np.float64).reshape(-1, 4)
+        perfect[(im.event, im.stem)] = np.hstack([boxes, np.ones((len(boxes), 1))])
+    wider.write_predictions(tmp_path / 'all', perfect)
+    args = ['--gt', str(tmp_path / 'gt'), '--recall']
+    assert wider_eval.main(['--pred', str(tmp_path / 'all'), *args]) == 0
+    assert 'detection rate at IoU 0.5: easy 1.0000  medium 1.0000  hard 1.0000' in (
+        capsys.readouterr().out
+    )
+    wider_eval.main(['--pred', str(tmp_path / 'none'), *args])
+    assert 'hard 0.0000' in capsys.readouterr().out.splitlines()[-1]

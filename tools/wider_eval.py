@@ -10,7 +10,8 @@
 WIDER-layout root that has `eval_tools/ground_truth`). Several `--pred` (each with its
 `--label`) are evaluated against one ground truth and overlaid in the `--plot` figure.
 `--json` writes `{"easy": .., "medium": .., "hard": ..}` for one `--pred`, and
-`{label: {...}}` for several.
+`{label: {...}}` for several. `--recall` also prints each setting's detection rate: the share
+of its faces matched by some detection (IoU >= `--iou`), whatever its score.
 
 Exit status 2 on bad input, with one line `error: ...`: a malformed prediction file (also one
 with a byte-order mark or bytes that are not UTF-8; the message names the file and line), an
@@ -43,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--json', help='write the APs as JSON here')
     parser.add_argument('--plot', help='write the PR curves here (.png, .pdf or .svg)')
     parser.add_argument('--iou', type=float, default=0.5, help='IoU threshold (official 0.5)')
+    parser.add_argument(
+        '--recall',
+        action='store_true',
+        help="also print the detection rate: the share of each setting's faces that some "
+        'detection matches (recall at the lowest threshold)',
+    )
     args = parser.parse_args(argv)
     if args.label and len(args.label) != len(args.pred):
         parser.error(f'{len(args.label)} --label for {len(args.pred)} --pred')
@@ -68,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
                 f'{label}: easy {r["easy"]:.4f}  medium {r["medium"]:.4f}  '
                 f'hard {r["hard"]:.4f}  ({seconds:.2f} s)'
             )
+            if args.recall:
+                rates = '  '.join(f'{s} {r.curves[s].recall[-1]:.4f}' for s in wider.SETTINGS)
+                print(f'{label}: detection rate at IoU {args.iou}: {rates}')
     except (OSError, ValueError) as e:
         # FormatError, PathEscapeError (ValueErrors) and NoMatchingPredictionsError (an
         # OSError) name the file: one line, status 2.
