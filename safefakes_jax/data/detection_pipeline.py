@@ -50,7 +50,7 @@ from safefakes_jax.data import tfds_wider
 DEFAULT_MAX_BOXES = 256
 
 
-def _host(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+def host(process_index: int | None, process_count: int | None) -> tuple[int, int]:
     """(index, count) of this host; the JAX values unless both are given."""
     if process_index is None or process_count is None:
         import jax  # Lazy: the pipeline itself needs no JAX.
@@ -259,7 +259,7 @@ def make_train_dataset(
       in output pixels, 'box_mask': bool [B, max_boxes], 'filename': string [B], 'position':
       int64 [B]}` with static shapes, repeated forever.
     """
-    pi, pc = _host(process_index, process_count)
+    pi, pc = host(process_index, process_count)
     records, _ = _read_host_split(root, split, data_dir, pi, pc)
     n = int(records.cardinality())
     if n < 0:  # Unknown cardinality (not expected from TFDS): count once.
@@ -398,7 +398,7 @@ def make_eval_dataset(
       pixel, 'filename': string [B], '_mask': bool [B]}`. Source boxes are
       `boxes / [sx, sy, sx, sy]`.
     """
-    pi, pc = _host(process_index, process_count)
+    pi, pc = host(process_index, process_count)
     ds, total = _read_host_split(root, split, data_dir, pi, pc)
     ds = ds.map(_select, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.map(

@@ -69,7 +69,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from safefakes_jax.data import face_crops, tfds_wider  # noqa: E402
+from safefakes_jax.data import detection_pipeline, face_crops, tfds_wider  # noqa: E402
 
 tfds_wider.hide_gpus_from_tf()
 
@@ -77,18 +77,6 @@ NUM_KEYPOINTS = 7
 DP_V1_BOX_JITTER = 0.02
 _FIELDS = ('image', 'box', 'keypoints', 'position', 'index', 'valid')
 _DTYPES = (tf.uint8, tf.int32, tf.float32, tf.int64, tf.int64, tf.bool)
-
-
-def _host(process_index: int | None, process_count: int | None) -> tuple[int, int]:
-    """(index, count) of this host; the JAX values unless both are given."""
-    if process_index is None or process_count is None:
-        import jax  # Lazy: the pipeline itself needs no JAX.
-
-        process_index = jax.process_index() if process_index is None else process_index
-        process_count = jax.process_count() if process_count is None else process_count
-    if not 0 <= process_index < process_count:
-        raise ValueError(f'process_index {process_index} not in [0, {process_count})')
-    return int(process_index), int(process_count)
 
 
 def host_rows(num_examples: int, process_index: int, process_count: int) -> np.ndarray:
@@ -277,7 +265,7 @@ def make_gan_dataset(
       ValueError: bad arguments, malformed `crops`, or no rows for this host when training.
     """
     _check_crops(crops)
-    pi, pc = _host(process_index, process_count)
+    pi, pc = detection_pipeline.host(process_index, process_count)
     batch_size, resolution, seed = int(batch_size), int(resolution), int(seed)
     if batch_size < 1 or resolution < 1:
         raise ValueError(f'batch_size and resolution must be >= 1, got {batch_size}, {resolution}')
