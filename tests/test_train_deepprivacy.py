@@ -37,7 +37,7 @@ def tiny_config(crops, steps=4):
     config = deepprivacy_fdf.get_config('tiny')
     config.data.update(train=crops[0], val=crops[1])
     config.train.steps = steps
-    config.loss.lazy_every = 2  # The lazy penalty runs on even steps within the run.
+    config.loss.update(gp='v2', lazy_every=2)  # The lazy penalty: even steps only.
     return config
 
 
