@@ -2,6 +2,7 @@
 borders and its fallback, paste-back into the tight box only, the 10-px rule, fallbacks, the
 missing-generator error, and a set anonymized through the engine that passes the leak audit."""
 
+import json
 import os
 
 import jax
@@ -11,7 +12,7 @@ import pytest
 
 from safefakes_jax.anonymizers import audit, base, engine
 from safefakes_jax.anonymizers import deepprivacy as dp
-from safefakes_jax.data import synthetic, wider
+from safefakes_jax.data import images, landmarks_sidecar, synthetic, wider
 from safefakes_jax.models import deepprivacy, torch_import
 
 
@@ -105,12 +106,9 @@ def test_a_failing_generator_blacks_out_and_records_the_fallback(generator_dir, 
     assert (result.image[10:40, 10:40] == 0).all() and (result.image[:10] == 180).all()
 
 
-def test_engine_copy_passes_the_leak_audit(generator_dir, tmp_path):
-    src = tmp_path / 'wider'
-    synthetic.generate(src, 3, 0, seed=0, workers=1, progress=False, width=320)
-    dst = tmp_path / 'wider_deepprivacy'
+def _run_engine(src, dst, **anonymizer):
     config = {
-        'anonymizer': {'name': 'deepprivacy', 'params': generator_dir, 'keypoints': 'sidecar'},
+        'anonymizer': {'name': 'deepprivacy', **anonymizer},
         'src': str(src),
         'dst': str(dst),
         'splits': ('train',),
@@ -120,8 +118,14 @@ def test_engine_copy_passes_the_leak_audit(generator_dir, tmp_path):
         'jpeg_quality': 95,
         'overwrite': False,
     }
-    summary = engine.run(config, progress=False)
-    assert not summary.failed
+    return engine.run(config, progress=False)
+
+
+def test_engine_copy_passes_the_leak_audit(generator_dir, tmp_path):
+    src = tmp_path / 'wider'
+    synthetic.generate(src, 3, 0, seed=0, workers=1, progress=False, width=320)
+    dst = tmp_path / 'wider_deepprivacy'
+    assert not _run_engine(src, dst, params=generator_dir, keypoints='sidecar').failed
     result = audit.audit(
         src, dst, options=audit.AuditOptions(identity_min_px=0), workers=1, progress=False
     )
@@ -131,3 +135,39 @@ def test_engine_copy_passes_the_leak_audit(generator_dir, tmp_path):
     assert all(r.record == 'skipped:below_min_face_px' for r in small)
     txt = wider.split_paths(str(dst), 'train')[0]
     assert os.path.isfile(txt)
+
+
+def test_engine_reads_coco_json_keypoints_by_image_name(generator_dir, tmp_path):
+    src = tmp_path / 'wider'
+    synthetic.generate(src, 2, 0, seed=1, workers=1, progress=False, width=320)
+    (_, first), (_, second) = landmarks_sidecar.read(landmarks_sidecar.path(src, 'train'))
+    # The first image's people, from its sidecar keypoints, as a pose model would list them.
+    people = [
+        np.r_[np.asarray(f['keypoints7'], np.float64), np.zeros((10, 3))].ravel().tolist()
+        for f in first['faces']
+    ]
+    coco = {
+        'images': [{'id': 1, 'file_name': first['image']}],
+        'annotations': [{'image_id': 1, 'keypoints': p} for p in people],
+    }
+    json_file = tmp_path / 'people.json'
+    json_file.write_text(json.dumps(coco))
+
+    def run(name, **keypoints):
+        assert not _run_engine(src, tmp_path / name, params=generator_dir, **keypoints).failed
+        return {
+            e['image']: images.read(tmp_path / name / 'WIDER_train' / 'images' / e['image'])
+            for e in (first, second)
+        }
+
+    coco_out = run('coco', keypoints='coco_json', keypoints_path=str(json_file))
+    none_out = run('none', keypoints='none')
+    # The listed image got keypoint maps (a different face), the unlisted one ran without.
+    assert not np.array_equal(coco_out[first['image']], none_out[first['image']])
+    np.testing.assert_array_equal(coco_out[second['image']], none_out[second['image']])
+    method = base.create(
+        'deepprivacy', params=generator_dir, keypoints='coco_json', keypoints_path=str(json_file)
+    )
+    assert method.params()['keypoint_source']['sha256'] == torch_import.file_sha256(json_file)
+    with pytest.raises(ValueError, match="keypoints='coco_json' only"):
+        base.create('deepprivacy', params=generator_dir, keypoints_path=str(json_file))

@@ -11,8 +11,9 @@ r"""Replace every face of at least 10 px with DeepPrivacy (paper Sec. IV-C), pas
 Options: `--config.anonymizer.params=DIR` (a generator folder: a conversion or a training
 workdir's `generator/`; `:smoke` defaults to the smoke training's), `keypoints` ('sidecar':
 the synthetic set's exact keypoints; 'dlib68': dlib landmarks mapped to DeepPrivacy's 7;
-'none': empty keypoint maps), `z` ('zero', DeepPrivacy's inference; 'random'), `face_batch`
-(faces per generator call). Faces narrower than 10 px are left as they are, faces the
+'coco_json' with `keypoints_path=FILE`: a COCO-keypoints JSON of the set's people, by WIDER
+image name; 'none': empty keypoint maps), `z` ('zero', DeepPrivacy's inference; 'random'),
+`face_batch` (faces per generator call). Faces narrower than 10 px are left as they are, faces the
 generator cannot handle are blacked out (`safefakes_jax/anonymizers/deepprivacy.py`). See
 anonymize_base.py for the rest (`val`, `seed`, image format, workers).
 """
@@ -32,6 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         'deepprivacy',
         params=SMOKE_GENERATOR if smoke else PAPER_GENERATOR,
         keypoints='sidecar' if smoke else 'dlib68',
+        keypoints_path='',
         z='zero',
         face_batch=32,
     )

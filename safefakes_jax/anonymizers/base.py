@@ -107,12 +107,14 @@ class Face:
 
 @dataclasses.dataclass
 class Item:
-    """One image to anonymize (see `Anonymizer.anonymize` for the fields)."""
+    """One image to anonymize (see `Anonymizer.anonymize` for the fields; `name` is its WIDER
+    name `event/name.jpg`, for keypoint sources keyed by image, e.g. a COCO JSON)."""
 
     image: np.ndarray
     boxes: np.ndarray
     keypoints: Sequence[FaceKeypoints | None] | None = None
     rng: np.random.Generator | None = None
+    name: str | None = None
 
 
 @dataclasses.dataclass

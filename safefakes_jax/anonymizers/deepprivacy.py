@@ -175,7 +175,9 @@ class DeepPrivacy(base.Anonymizer):
       weights: the generator folder (a conversion or `<workdir>/generator`); the config key
         is `anonymizer.params` (`config_aliases`).
       keypoints: the keypoint source (`anonymizers.keypoints`): 'sidecar' (the synthetic
-        set's exact keypoints, passed by the engine), 'dlib68' or 'none'.
+        set's exact keypoints, passed by the engine), 'dlib68', 'coco_json' (people from a
+        COCO-keypoints JSON, `keypoints_path`, matched by image name) or 'none'.
+      keypoints_path: the COCO-keypoints JSON of `keypoints='coco_json'`.
       z: 'zero' (DeepPrivacy's inference) or 'random' (from the image's rng).
       face_batch: faces per generator call (the compiled batch size).
       batch_size: images per engine call.
@@ -183,6 +185,7 @@ class DeepPrivacy(base.Anonymizer):
 
     weights: str = ''
     keypoints: str = 'sidecar'
+    keypoints_path: str = ''
     z: str = 'zero'
     face_batch: int = 32
     batch_size: int = 8
@@ -197,9 +200,10 @@ class DeepPrivacy(base.Anonymizer):
             raise ValueError(f"z must be 'zero' or 'random', got {self.z!r}")
         if self.face_batch < 1 or self.batch_size < 1:
             raise ValueError('face_batch and batch_size must be >= 1')
-        if self.keypoints == 'coco_json':  # It needs image names, which the engine does not pass.
-            raise ValueError("keypoints='coco_json' is not supported by the dataset engine yet")
-        self._source = keypoints_lib.build(self.keypoints)
+        if self.keypoints_path and self.keypoints != 'coco_json':
+            raise ValueError("keypoints_path is read by keypoints='coco_json' only")
+        options = {'path': self.keypoints_path} if self.keypoints == 'coco_json' else {}
+        self._source = keypoints_lib.build(self.keypoints, **options)
         self.needs_keypoints = self._source.uses_sidecar  # The engine reads the sidecar then.
         self._model = None  # Loaded (and checked) once, on first use or in params().
 
@@ -216,14 +220,18 @@ class DeepPrivacy(base.Anonymizer):
         # The folder's path does not make the output, its bytes do (and the resolution).
         model, _, sha, _ = self._load()
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        del fields['weights'], fields['batch_size']
-        return fields | {'weights_sha256': sha, 'resolution': model.resolution}
+        del fields['weights'], fields['batch_size'], fields['keypoints_path']
+        return fields | {
+            'weights_sha256': sha,
+            'resolution': model.resolution,
+            'keypoint_source': self._source.params(),  # A JSON's sha256, not its path.
+        }
 
     def anonymize_face(self, original, out, face, rng):  # pragma: no cover (batched only)
         raise NotImplementedError('DeepPrivacy runs through anonymize_batch')
 
-    def anonymize(self, image, boxes, keypoints=None, rng=None) -> base.Result:
-        return self.anonymize_batch([base.Item(image, boxes, keypoints, rng)])[0]
+    def anonymize(self, image, boxes, keypoints=None, rng=None, name=None) -> base.Result:
+        return self.anonymize_batch([base.Item(image, boxes, keypoints, rng, name)])[0]
 
     def anonymize_batch(self, items: Sequence[base.Item]) -> list[base.Result]:
         results, selected = [], []
@@ -240,7 +248,9 @@ class DeepPrivacy(base.Anonymizer):
         for n, (original, boxes, faces) in enumerate(selected):
             if not faces:
                 continue
-            found = self._source.locate(original, boxes, given=items[n].keypoints)
+            found = self._source.locate(
+                original, boxes, image_name=items[n].name, given=items[n].keypoints
+            )
             for face in faces:
                 try:
                     prepared = self._prepare(original, face, found, model.resolution, items[n].rng)

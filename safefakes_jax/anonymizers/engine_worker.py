@@ -157,6 +157,7 @@ def items_of(tasks: Sequence[Task], pending, seed: int) -> list[base.Item]:
             tasks[i].boxes,
             tasks[i].keypoints,
             np.random.default_rng(image_seed(seed, tasks[i].name)),
+            tasks[i].name,
         )
         for i, _, image in pending
     ]

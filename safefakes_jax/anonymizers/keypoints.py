@@ -28,7 +28,6 @@ import abc
 import dataclasses
 import functools
 import hashlib
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -38,7 +37,7 @@ import cv2
 import numpy as np
 
 from safefakes_jax.anonymizers import base, identity
-from safefakes_jax.data import face_crops, landmarks_sidecar, wider
+from safefakes_jax.data import coco_keypoints, face_crops, landmarks_sidecar
 
 NUM_KEYPOINTS = len(landmarks_sidecar.KEYPOINT_NAMES)
 NOT_IN_SIDECAR = 'not_in_sidecar'
@@ -66,18 +65,6 @@ class KeypointResult:
     points: np.ndarray | None
     reason: str | None = None
     fit: str | None = None
-
-
-def check_points(value: Any, where: str) -> np.ndarray:
-    """float32 [7, 3] `(x, y, v)`, v in {0, 1}, absent points zeroed; ValueError naming `where`."""
-    try:
-        p = np.asarray(value, np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f'{where}: keypoints7 are not a numeric [7, 3] array') from None
-    if p.shape != (NUM_KEYPOINTS, 3) or not np.all(np.isfinite(p)):
-        raise ValueError(f'{where}: keypoints7 must be finite [7, 3] (x, y, v), got {p.shape}')
-    out = np.c_[p[:, :2], np.ones(NUM_KEYPOINTS)]
-    return np.where(p[:, 2:] > 0, out, 0.0).astype(np.float32)
 
 
 class KeypointSource(abc.ABC):
@@ -181,7 +168,13 @@ class SidecarKeypoints(KeypointSource):
             if value is None:
                 out.append(KeypointResult(None, NOT_IN_SIDECAR))
             else:
-                out.append(KeypointResult(check_points(value, f'{image_name or "image"} face {k}')))
+                out.append(
+                    KeypointResult(
+                        landmarks_sidecar.check_keypoints7(
+                            value, f'{image_name or "image"} face {k}'
+                        )
+                    )
+                )
         return out
 
 
@@ -328,64 +321,6 @@ class Dlib68Keypoints(KeypointSource):
 # --------------------------------------------------------------------------- coco_json
 
 
-def _reject_constant(name: str):
-    raise ValueError(f'non-finite number {name}')
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def load_coco_keypoints(path: str) -> dict[str, list[np.ndarray]]:
-    """The people of a COCO-keypoints JSON, per `file_name`, in annotation order.
-
-    `images`: objects with `file_name` (the WIDER name `event/name.jpg`) and an int `id`, each
-    listed once; `annotations`: objects with `image_id` (one of the ids) and `keypoints` (17 x 3
-    numbers, COCO order; the first 7 are DeepPrivacy's; v = 0 absent, 1 / 2 present). Other
-    fields are ignored (filter low-scoring people before writing the file).
-
-    Raises:
-      wider.FormatError: unreadable or malformed file, non-finite numbers; the message names
-        the file (and the image or annotation index).
-    """
-    try:
-        with open(path, 'rb') as f:
-            text = f.read().decode('utf-8')
-        data = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as e:
-        raise wider.FormatError(path, e.lineno, f'invalid JSON: {e.msg}') from None
-    except (UnicodeDecodeError, ValueError) as e:
-        raise wider.FormatError(path, None, str(e)) from None
-    if not isinstance(data, dict) or not all(
-        isinstance(data.get(k), list) for k in ('images', 'annotations')
-    ):
-        raise wider.FormatError(path, None, 'expected an object with lists "images", "annotations"')
-    files: dict[int, str] = {}
-    people: dict[str, list[np.ndarray]] = {}
-    for i, im in enumerate(data['images']):
-        if not isinstance(im, dict) or not isinstance(im.get('file_name'), str):
-            raise wider.FormatError(path, None, f'images[{i}]: needs a string "file_name"')
-        if not isinstance(im.get('id'), int) or isinstance(im['id'], bool):
-            raise wider.FormatError(path, None, f'images[{i}]: needs an integer "id"')
-        if im['id'] in files or im['file_name'] in people:
-            raise wider.FormatError(path, None, f'images[{i}]: id or file_name listed twice')
-        files[im['id']] = im['file_name']
-        people[im['file_name']] = []
-    for j, ann in enumerate(data['annotations']):
-        where = f'annotations[{j}]'
-        image_id = ann.get('image_id') if isinstance(ann, dict) else None
-        if not isinstance(image_id, int) or isinstance(image_id, bool) or image_id not in files:
-            raise wider.FormatError(path, None, f'{where}: "image_id" is not an id of "images"')
-        kp = ann.get('keypoints')
-        if not isinstance(kp, list) or len(kp) != 51 or not all(_number(v) for v in kp):
-            raise wider.FormatError(path, None, f'{where}: "keypoints" must be 51 finite numbers')
-        p = np.asarray(kp, np.float64).reshape(17, 3)[:NUM_KEYPOINTS]
-        if not np.all(np.isin(p[:, 2], (0, 1, 2))):
-            raise wider.FormatError(path, None, f'{where}: visibility must be 0, 1 or 2')
-        people[files[image_id]].append(check_points(p, f'{path} {where}'))
-    return people
-
-
 def match_people(boxes: np.ndarray, people: Sequence[np.ndarray]) -> list[int | None]:
     """DeepPrivacy's box-person matching: each box, in order, takes the first unmatched person
     whose nose and both eyes are present and inside it (edges included, `[x, x + w]`).
@@ -413,7 +348,7 @@ def match_people(boxes: np.ndarray, people: Sequence[np.ndarray]) -> list[int | 
 
 @dataclasses.dataclass(frozen=True)
 class CocoJsonKeypoints(KeypointSource):
-    """External keypoints from a COCO-keypoints JSON (`load_coco_keypoints`, read and checked
+    """External keypoints from a COCO-keypoints JSON (`data.coco_keypoints.read`, read and checked
     when built), matched with `match_people`; `no_match` for a box without a person,
     `not_in_json` for an image the file does not list.
 
@@ -429,12 +364,12 @@ class CocoJsonKeypoints(KeypointSource):
     def __post_init__(self):
         if not self.path:
             raise ValueError('keypoint source coco_json needs a "path"')
-        object.__setattr__(self, '_people', load_coco_keypoints(self.path))
+        object.__setattr__(self, '_people', coco_keypoints.read(self.path))
         object.__setattr__(self, '_sha256', _sha256(self.path))
 
     def params(self) -> dict[str, Any]:
-        """Name, path and the file's sha256."""
-        return {**super().params(), 'sha256': self._sha256}
+        """Name and the file's sha256 (its bytes make the output, not its path)."""
+        return {'name': self.name, 'sha256': self._sha256}
 
     def _locate(self, image, boxes, image_name, given) -> list[KeypointResult]:
         if image_name is None:

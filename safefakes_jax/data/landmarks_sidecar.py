@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
+
+import numpy as np
 
 from safefakes_jax.data import wider
 
@@ -25,6 +28,18 @@ KEYPOINT_NAMES = (
     'left_shoulder',
     'right_shoulder',
 )
+
+
+def check_keypoints7(value: Any, where: str) -> np.ndarray:
+    """float32 [7, 3] `(x, y, v)`, v in {0, 1}, absent points zeroed; ValueError naming `where`."""
+    try:
+        p = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f'{where}: keypoints7 are not a numeric [7, 3] array') from None
+    if p.shape != (len(KEYPOINT_NAMES), 3) or not np.all(np.isfinite(p)):
+        raise ValueError(f'{where}: keypoints7 must be finite [7, 3] (x, y, v), got {p.shape}')
+    out = np.c_[p[:, :2], np.ones(len(KEYPOINT_NAMES))]
+    return np.where(p[:, 2:] > 0, out, 0.0).astype(np.float32)
 
 
 def relative_path(split: str) -> str:
