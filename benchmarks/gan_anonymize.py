@@ -14,7 +14,11 @@ For each generator size (`smoke`: configs/deepprivacy_fdf.py:smoke; `paper`: the
   generator call) and one face at a time (`face_batch=1`, one image per call); the median of
   `--runs` runs after an untimed warm-up that compiles the generator. Speed does not depend on
   the weights, so the generator is randomly initialised (never use it to anonymize);
-* the generator's FLOPs per face (XLA cost analysis of the batched call);
+* faces/s of the compiled generator alone (no engine) at `--face_batch` and at 1 face per
+  call, which separates what batching buys from the engine's per-image work (sidecar, decode,
+  crop, paste, encode);
+* the generator's FLOPs per face (XLA cost analysis of the batched call) and the FLOP/s of
+  the batched call, to hold against the device's peak.
 * with `--train_step=smoke[,paper]`: the DeepPrivacy train step's median time at the config's
   batch (paper size: 128; about 85 GB of memory, so a GPU job) and images/s.
 """
@@ -84,19 +88,31 @@ def engine_faces_per_s(method, src: str, work: str, runs: int) -> tuple[float, i
     return statistics.median(rates), faces
 
 
+def _generator_inputs(model, n: int):
+    r = model.resolution
+    return jnp.zeros((n, r, r, 3)), jnp.full((n, 7, 2), 0.5), jnp.zeros((n, 4, 4, 32))
+
+
 def generator_flops_per_face(method) -> float | None:
-    model, params, _, _ = method._load()
-    r, n = model.resolution, method.face_batch
-    args = (
-        jnp.zeros((n, r, r, 3)),
-        jnp.full((n, 7, 2), 0.5),
-        jnp.zeros((n, 4, 4, 32)),
-    )
-    lowered = jax.jit(lambda p, c, k, z: model.apply({'params': p}, c, k, z)).lower(params, *args)
-    cost = lowered.cost_analysis()
+    model, params, _, apply = method._load()
+    cost = apply.lower(params, *_generator_inputs(model, method.face_batch)).cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = (cost or {}).get('flops')
-    return float(flops) / n if flops else None
+    return float(flops) / method.face_batch if flops else None
+
+
+def generator_faces_per_s(method, n: int, seconds: float = 3.0) -> float:
+    """Median faces/s of the compiled generator alone on `n` faces per call (after a
+    compiling call; calls repeated for about `seconds`, at least 3)."""
+    model, params, _, apply = method._load()
+    args = _generator_inputs(model, n)
+    jax.block_until_ready(apply(params, *args))
+    times = []
+    while len(times) < 3 or sum(times) < seconds:
+        start = time.perf_counter()
+        jax.block_until_ready(apply(params, *args))
+        times.append(time.perf_counter() - start)
+    return n / statistics.median(times)
 
 
 def train_step_seconds(config, steps: int) -> float:
@@ -174,8 +190,15 @@ def main() -> None:
                 )
                 single, _ = engine_faces_per_s(one, src, work, args.runs)
                 line += f', one at a time {single:.1f} faces/s ({rate / single:.1f}x)'
+            print(line, flush=True)
+            alone = generator_faces_per_s(batched, args.face_batch)
+            alone_one = generator_faces_per_s(batched, 1)
+            line = (
+                f'{name}: generator alone, batched ({args.face_batch}) {alone:.1f} faces/s, '
+                f'one at a time {alone_one:.1f} faces/s ({alone / alone_one:.1f}x)'
+            )
             if flops:
-                line += f', generator {flops / 1e9:.2f} GFLOP/face'
+                line += f', {flops / 1e9:.2f} GFLOP/face, {flops * alone / 1e9:.0f} GFLOP/s'
             print(line, flush=True)
             if name in args.train_step.split(','):
                 seconds = train_step_seconds(config, args.train_steps)

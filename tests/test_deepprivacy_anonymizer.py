@@ -34,13 +34,6 @@ def test_crop_rule_at_borders_and_the_fallback(box, shape, want, fallback):
     assert crop[0] <= x and crop[1] <= y and crop[2] >= x + w and crop[3] >= y + h
 
 
-def test_cut_pads_with_zeros_outside_the_image():
-    image = np.full((10, 10, 3), 200, np.uint8)
-    out = dp.cut(image, np.array([-2, -2, 4, 4]))
-    assert out.shape == (6, 6, 3)
-    assert (out[:2] == 0).all() and (out[:, :2] == 0).all() and (out[2:, 2:] == 200).all()
-
-
 def _generator_folder(path, resolution=16, width=0.03125, seed=0):
     model = deepprivacy.Generator(width=width, resolution=resolution)
     x = jnp.zeros((1, resolution, resolution, 3))

@@ -371,3 +371,10 @@ def test_load_split_reads_npz_and_fdf_and_names_the_missing_file(tmp_path):
         face_crops.load_split('npz', tmp_path / 'none.npz', 'val')
     with pytest.raises(ValueError, match='source must be one of'):
         face_crops.load_split('tfds', tmp_path, 'train')
+
+
+def test_cut_at_its_own_size_pads_with_zeros_outside_the_image():
+    image = np.full((10, 10, 3), 200, np.uint8)
+    out = face_crops.cut(image, np.array([-2, -2, 4, 4]))
+    assert out.shape == (6, 6, 3)
+    assert (out[:2] == 0).all() and (out[:, :2] == 0).all() and (out[2:, 2:] == 200).all()

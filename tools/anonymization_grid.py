@@ -1,14 +1,17 @@
 r"""A picture of scenes before and after anonymization: one row per image, the original first,
-then each anonymized copy, with the annotated boxes drawn in (PNG).
+then each anonymized copy, with the annotated boxes drawn in (PNG); with `--faces K`, the K
+largest faces instead, one row per face, cut with the GANs' context rule and enlarged.
 
   python tools/anonymization_grid.py --orig cache/synthetic_wider \
       --anon cache/synthetic_wider_blur --anon cache/synthetic_wider_deepprivacy \
       --images 4 --out cache/demo/anonymization_grid.png
+  python tools/anonymization_grid.py --orig cache/synthetic_wider \
+      --anon cache/synthetic_wider_deepprivacy --faces 6 --out cache/demo/faces.png
 
 Copies are paired with the original by `safefakes_jax.data.face_pairs` (names confined to their
 folders; a copy's missing image is drawn black). Images are those of the original's txt with
 the most faces of at least `--min_face_px`, resized to `--width` pixels. `--no_boxes` leaves the
-boxes out. Exit status 2 on bad input.
+boxes out. Columns are titled with each copy's method label. Exit status 2 on bad input.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from safefakes_jax.data import face_pairs, images  # noqa: E402
+from safefakes_jax.data import face_crops, face_pairs, images  # noqa: E402
 from safefakes_jax.evaluation import image_grids  # noqa: E402
 
 
@@ -59,7 +62,40 @@ def grid(
     if len(heights) > 1:  # Images of different aspect: pad to the tallest.
         top = max(heights)
         cells = [np.pad(c, ((0, top - c.shape[0]), (0, 0), (0, 0))) for c in cells]
-    return image_grids.tile(cells, cols=1 + len(anons))
+    picture = image_grids.tile(cells, cols=1 + len(anons))
+    return image_grids.add_column_labels(picture, _labels(pairings), width)
+
+
+def _labels(pairings) -> list[str]:
+    return ['original'] + [p.pairs[0].method if p.pairs else '?' for p in pairings]
+
+
+def face_grid(
+    orig: str, anons: list[str], split: str = 'train', n_faces: int = 6, size: int = 128
+) -> np.ndarray:
+    """The `n_faces` largest faces (by box width), original and copies, `size` px each."""
+    pairings = [face_pairs.pair_images(orig, anon, split) for anon in anons]
+    pairs = pairings[0].pairs
+    faces = sorted(
+        ((-int(b[2]), i, k) for i, p in enumerate(pairs) for k, b in enumerate(p.boxes)),
+    )[:n_faces]
+    cells, decoded = [], {}
+
+    def read(path):
+        if path not in decoded:
+            decoded[path] = images.read(path)
+        return decoded[path]
+
+    for _, i, k in faces:
+        crop = face_crops.crop_box(pairs[i].boxes[k])
+        original = read(pairs[i].orig_path)
+        cells.append(face_crops.cut(original, crop, size))
+        for pairing in pairings:
+            path = pairing.pairs[i].anon_path
+            copy = read(path) if path else np.zeros_like(original)
+            cells.append(face_crops.cut(copy, crop, size))
+    picture = image_grids.tile(cells, cols=1 + len(anons))
+    return image_grids.add_column_labels(picture, _labels(pairings), size)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,18 +107,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--width', type=int, default=480)
     parser.add_argument('--min_face_px', type=int, default=10)
     parser.add_argument('--no_boxes', action='store_true')
+    parser.add_argument('--faces', type=int, default=0, help='the K largest faces instead')
+    parser.add_argument('--face_size', type=int, default=128, help='pixels per face (--faces)')
     parser.add_argument('--out', required=True, help='output PNG')
     args = parser.parse_args(argv)
     try:
-        picture = grid(
-            args.orig,
-            args.anon,
-            args.split,
-            args.images,
-            args.width,
-            args.min_face_px,
-            not args.no_boxes,
-        )
+        if args.faces:
+            picture = face_grid(args.orig, args.anon, args.split, args.faces, args.face_size)
+        else:
+            picture = grid(
+                args.orig,
+                args.anon,
+                args.split,
+                args.images,
+                args.width,
+                args.min_face_px,
+                not args.no_boxes,
+            )
     except (OSError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

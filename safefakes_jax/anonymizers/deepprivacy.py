@@ -46,6 +46,7 @@ import numpy as np
 
 from safefakes_jax.anonymizers import base
 from safefakes_jax.anonymizers import keypoints as keypoints_lib
+from safefakes_jax.data import face_crops
 from safefakes_jax.models import torch_import
 
 EXPANSION = 0.35
@@ -103,17 +104,6 @@ def expand_box(box_xywh: Sequence[int], height: int, width: int) -> tuple[np.nda
     cx, cy = x + w // 2, y + h // 2
     half = int(max(w, h) * (1 + FALLBACK_EXPANSION)) // 2
     return np.array([cx - half, cy - half, cx + half, cy + half], np.int64), True
-
-
-def cut(image: np.ndarray, crop_xyxy: np.ndarray) -> np.ndarray:
-    """The crop (zero padding where it leaves the image), at its own size."""
-    x1, y1, x2, y2 = (int(v) for v in crop_xyxy)
-    h, w = image.shape[:2]
-    out = np.zeros((y2 - y1, x2 - x1, 3), np.uint8)
-    sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
-    if sx2 > sx1 and sy2 > sy1:
-        out[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
-    return out
 
 
 def box_in_crop(face: base.Face, crop_xyxy: np.ndarray, size: int) -> np.ndarray:
@@ -283,7 +273,8 @@ class DeepPrivacy(base.Anonymizer):
     def _prepare(self, original, face, found, size, rng):
         crop, fallback = expand_box(face.box, *original.shape[:2])
         side = int(crop[2] - crop[0])
-        pixels = cv2.resize(cut(original, crop), (size, size), interpolation=cv2.INTER_LINEAR)
+        pixels = face_crops.cut(original, crop)  # Then bilinear, as DeepPrivacy-v1.
+        pixels = cv2.resize(pixels, (size, size), interpolation=cv2.INTER_LINEAR)
         condition = pixels.astype(np.float32) / 127.5 - 1.0
         x1, y1, x2, y2 = box_in_crop(face, crop, size)
         condition[y1:y2, x1:x2] = 0.0

@@ -105,15 +105,16 @@ def crop_box(box_xywh) -> np.ndarray:
     return np.array([x1 - e, y1 - e, x1 + side + e, y1 + side + e], np.int64)
 
 
-def cut(image: np.ndarray, crop_xyxy, size: int) -> np.ndarray:
-    """Cuts `crop_xyxy` from `image` (zero padding outside) and resizes it to size x size."""
+def cut(image: np.ndarray, crop_xyxy, size: int | None = None) -> np.ndarray:
+    """Cuts `crop_xyxy` from `image` (zero padding outside) and resizes it to size x size
+    (area when shrinking, bilinear when enlarging; None: at its own size)."""
     x1, y1, x2, y2 = (int(v) for v in crop_xyxy)
     h, w = image.shape[:2]
     out = np.zeros((y2 - y1, x2 - x1) + image.shape[2:], image.dtype)
     sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
     if sx2 > sx1 and sy2 > sy1:
         out[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
-    if out.shape[0] == size:
+    if size is None or out.shape[0] == size:
         return out
     interp = cv2.INTER_AREA if out.shape[0] > size else cv2.INTER_LINEAR
     return cv2.resize(out, (size, size), interpolation=interp)

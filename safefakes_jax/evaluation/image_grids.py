@@ -44,6 +44,17 @@ def tile(
     return grid
 
 
+def add_column_labels(
+    grid: np.ndarray, labels: list[str], cell_width: int, pad: int = 2, height: int = 22
+) -> np.ndarray:
+    """`grid` (from `tile`, cells `cell_width` wide) with a white strip of column titles on top."""
+    strip = np.full((height, grid.shape[1], grid.shape[2]), 255, np.uint8)
+    for q, label in enumerate(labels):
+        x = pad + q * (cell_width + pad) + 4
+        cv2.putText(strip, label, (x, height - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    return np.concatenate([strip, grid])
+
+
 def save_png(path: str, image: np.ndarray) -> None:
     """Writes an RGB uint8 image as PNG atomically."""
     from safefakes_jax.data import atomic_io
