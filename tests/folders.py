@@ -1,4 +1,5 @@
-"""Test helpers for folders on disk: read a whole tree, write a tiny WIDER-layout split."""
+"""Test helpers for folders on disk: read a whole tree, write a tiny WIDER-layout split, make an
+anonymized copy of the train split."""
 
 import os
 
@@ -35,3 +36,21 @@ def write_wider_split(
         anns.append(wider.ImageAnnotation(name, boxes, attrs))
     wider.write_bbx_gt(txt, anns)
     return anns
+
+
+def anonymized_copy(src, dst, image_format: str = 'png', **anonymizer):
+    """Anonymizes the train split of `src` into `dst` with one worker; returns the summary."""
+    from safefakes_jax.anonymizers import engine
+
+    config = {
+        'anonymizer': anonymizer,
+        'src': str(src),
+        'dst': str(dst),
+        'splits': ('train',),
+        'workers': 1,
+        'seed': 0,
+        'image_format': image_format,
+        'jpeg_quality': 95,
+        'overwrite': False,
+    }
+    return engine.run(config, progress=False)

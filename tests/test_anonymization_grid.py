@@ -9,25 +9,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'tools'))
 
 import anonymization_grid  # noqa: E402
 
-from safefakes_jax.anonymizers import engine  # noqa: E402
 from safefakes_jax.data import synthetic  # noqa: E402
+from tests import folders  # noqa: E402
 
 
 def test_grid_has_a_column_per_copy_and_refuses_a_missing_copy(tmp_path, capsys):
     src, dst = tmp_path / 'wider', tmp_path / 'wider_blackout'
     synthetic.generate(src, 3, 0, seed=0, workers=1, progress=False, width=320)
-    config = {
-        'anonymizer': {'name': 'blackout'},
-        'src': str(src),
-        'dst': str(dst),
-        'splits': ('train',),
-        'workers': 1,
-        'seed': 0,
-        'image_format': 'png',
-        'jpeg_quality': 95,
-        'overwrite': False,
-    }
-    engine.run(config, progress=False)
+    folders.anonymized_copy(src, dst, name='blackout')
     out = tmp_path / 'grid.png'
     args = ['--orig', str(src), '--anon', str(dst), '--images', '2', '--width', '100']
     assert anonymization_grid.main([*args, '--out', str(out)]) == 0

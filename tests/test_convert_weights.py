@@ -342,3 +342,25 @@ def test_deepprivacy_v1_conversion_feeds_the_anonymizer(tmp_path, capsys):
         == 2
     )
     assert 'missing' in capsys.readouterr().err
+
+
+def test_fid_inception_conversion_feeds_fid(tmp_path, capsys):
+    """A random pytorch-fid state dict (.npz, wrapper names) through the CLI: the FID loader's
+    features are those of the variables mapped directly; no folder is a clear unavailable."""
+    from safefakes_jax.evaluation import fid
+    from safefakes_jax.models import inception
+    from tests.test_inception import _random_state_dict
+
+    sd = _random_state_dict(seed=4)
+    src = tmp_path / 'inception.npz'
+    np.savez(src, **sd)
+    out = tmp_path / 'fid_inception'
+    assert (
+        convert_torch_weights.main(['--format=fid_inception', f'--src={src}', f'--out={out}']) == 0
+    )
+    assert '21,785,568 parameters' in capsys.readouterr().out
+    x = np.random.default_rng(0).random((2, 48, 48, 3)).astype(np.float32)
+    direct = inception.FIDInception().apply(inception.params_from_torch_state_dict(sd), x)
+    np.testing.assert_allclose(fid.load(str(out))(x), direct, rtol=1e-5, atol=1e-6)
+    with pytest.raises(fid.FIDUnavailableError, match='--format=fid_inception'):
+        fid.load(str(tmp_path / 'nothing'))

@@ -10,10 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from safefakes_jax.anonymizers import audit, base, engine
+from safefakes_jax.anonymizers import audit, base
 from safefakes_jax.anonymizers import deepprivacy as dp
 from safefakes_jax.data import images, landmarks_sidecar, synthetic, wider
 from safefakes_jax.models import deepprivacy, torch_import
+from tests import folders
 
 
 @pytest.mark.parametrize(
@@ -100,18 +101,7 @@ def test_a_failing_generator_blacks_out_and_records_the_fallback(generator_dir, 
 
 
 def _run_engine(src, dst, **anonymizer):
-    config = {
-        'anonymizer': {'name': 'deepprivacy', **anonymizer},
-        'src': str(src),
-        'dst': str(dst),
-        'splits': ('train',),
-        'workers': 1,
-        'seed': 0,
-        'image_format': 'jpeg',
-        'jpeg_quality': 95,
-        'overwrite': False,
-    }
-    return engine.run(config, progress=False)
+    return folders.anonymized_copy(src, dst, 'jpeg', name='deepprivacy', **anonymizer)
 
 
 def test_engine_copy_passes_the_leak_audit(generator_dir, tmp_path):

@@ -1,4 +1,4 @@
-r"""Converts PyTorch DSFD / VGG16 / DeepPrivacy weights (.pth, .ckpt or .npz) into Flax params.
+r"""Converts PyTorch DSFD / VGG16 / DeepPrivacy / FID Inception weights (.pth, .ckpt, .npz) to Flax.
 
   python tools/convert_torch_weights.py --format=dsfd_vgg --src=WIDERFace_DSFD_vgg.pth \
       --out=pretrained/dsfd_vgg
@@ -7,6 +7,8 @@ r"""Converts PyTorch DSFD / VGG16 / DeepPrivacy weights (.pth, .ckpt or .npz) in
 
   python tools/convert_torch_weights.py --format=deepprivacy_v1 --src=checkpoint.ckpt \
       --out=pretrained/deepprivacy_v1
+  python tools/convert_torch_weights.py --format=fid_inception \
+      --src=pt_inception-2015-12-05-6726825d.pth --out=pretrained/fid_inception
 
 Formats:
   dsfd_vgg         a full yx `DSFD_vgg` state dict (plain, or yx's {'epoch', 'weight'} wrapper);
@@ -20,6 +22,10 @@ Formats:
                    EMA generator; the 64 generator tensors, or an .npz of those keys) becomes
                    the params of `models.deepprivacy.Generator()` (128 x 128); the
                    `deepprivacy` anonymizer loads the folder (`anonymizer.params=OUT`).
+  fid_inception    pytorch-fid's FID Inception (`pt_inception-2015-12-05-*.pth`, the
+                   torchvision-style names and its unused fc, or the state dict of
+                   pytorch-fid's `InceptionV3` wrapper, `blocks.*`): the variables of
+                   `models.inception.FIDInception`, which `launch/metrics.py` loads for FID.
 
 `.pth` needs PyTorch (>= 1.13) and is read with `torch.load(..., weights_only=True)`: only
 tensors and plain containers are unpickled (a pickle can otherwise run code), which is all a
@@ -83,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     order = args.channel_order or torch_import.DEFAULT_CHANNEL_ORDER[args.format]
     try:
         dp = args.format == 'deepprivacy_v1'  # A whole checkpoint: the EMA generator in it.
+        fid = args.format == 'fid_inception'  # Variables: params and BatchNorm statistics.
         state_dict = torch_import.read_state_dict(args.src, unwrap=not dp)
         params = torch_import.convert_state_dict(state_dict, args.format, args.width, order)
         info = {
@@ -91,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             'sha256': torch_import.file_sha256(args.src),
             'width': args.width,
             'channel_order': order,
-            'num_params': _count(params),
+            'num_params': _count(params['params'] if fid else params),
             'partial': args.format == 'vgg16_reducedfc',
             **({'resolution': 128} if dp else {}),
             'created': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),

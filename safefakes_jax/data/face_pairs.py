@@ -301,6 +301,8 @@ def pair_images(
             )
         )
     extra = set(copies) - {_key(a.name) for a in originals}
+    if extra:
+        counts['copies_not_in_original'] = len(extra)
     for what, n in (
         ('annotation_mismatch', 'images whose boxes differ between the txts'),
         ('images_not_in_txt', "images absent from the copy's txt but on disk (paired)"),

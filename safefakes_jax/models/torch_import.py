@@ -48,10 +48,15 @@ from flax import traverse_util
 from safefakes_jax.models import dsfd
 from safefakes_jax.models.vgg import TORCH_INDEX
 
-FORMATS = ('dsfd_vgg', 'vgg16_reducedfc', 'deepprivacy_v1')
+FORMATS = ('dsfd_vgg', 'vgg16_reducedfc', 'deepprivacy_v1', 'fid_inception')
 CHANNEL_ORDERS = ('rgb', 'bgr')
 # Channel order the source weights expect when `--channel_order` is not given.
-DEFAULT_CHANNEL_ORDER = {'dsfd_vgg': 'rgb', 'vgg16_reducedfc': 'bgr', 'deepprivacy_v1': 'rgb'}
+DEFAULT_CHANNEL_ORDER = {
+    'dsfd_vgg': 'rgb',
+    'vgg16_reducedfc': 'bgr',
+    'deepprivacy_v1': 'rgb',
+    'fid_inception': 'rgb',
+}
 CHECKPOINT_SUBDIR = 'checkpoint'
 INFO_FILE = 'conversion.json'
 
@@ -230,8 +235,9 @@ def convert_state_dict(
     Args:
         state_dict: key -> array; for 'deepprivacy_v1' also the whole loaded checkpoint
             (`models.deepprivacy.state_dict_from_checkpoint` takes the EMA generator out).
-        fmt: 'dsfd_vgg' (full params), 'vgg16_reducedfc' (`{'vgg': ...}` only) or
-            'deepprivacy_v1' (the DeepPrivacy generator's params).
+        fmt: 'dsfd_vgg' (full params), 'vgg16_reducedfc' (`{'vgg': ...}` only),
+            'deepprivacy_v1' (the DeepPrivacy generator's params) or 'fid_inception'
+            (`models.inception.FIDInception`'s `{'params', 'batch_stats'}`).
         width: channel multiplier of the target model.
         channel_order: channel order the source weights expect, 'rgb' or 'bgr'
             (None: `DEFAULT_CHANNEL_ORDER[fmt]`); 'bgr' flips the first conv's inputs.
@@ -254,6 +260,15 @@ def convert_state_dict(
             sd = deepprivacy.state_dict_from_checkpoint(state_dict)
             return deepprivacy.params_from_torch_state_dict(sd, width=width)
         except (ValueError, AttributeError) as e:
+            raise ConversionError(str(e)) from e
+    if fmt == 'fid_inception':
+        from safefakes_jax.models import inception
+
+        if channel_order != 'rgb':
+            raise ConversionError('fid_inception weights take RGB input (--channel_order rgb)')
+        try:
+            return inception.params_from_torch_state_dict(state_dict)
+        except ValueError as e:
             raise ConversionError(str(e)) from e
     if fmt == 'dsfd_vgg':
         try:
@@ -355,7 +370,8 @@ def load_converted(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
 
     Returns:
         The params tree (numpy arrays): full `DSFD` params for `dsfd_vgg`, `{'vgg': ...}` for
-        `vgg16_reducedfc` (merge it into initialised params with `merge_params`).
+        `vgg16_reducedfc` (merge it into initialised params with `merge_params`), the
+        variables `{'params', 'batch_stats'}` for `fid_inception`.
 
     Raises:
         FileNotFoundError: `ckpt_dir` does not exist or holds no converted checkpoint.

@@ -23,13 +23,10 @@ from typing import Any
 
 import cv2
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from safefakes_jax.data import face_crop_pipeline, face_crops
 from safefakes_jax.evaluation import image_grids
-from safefakes_jax.evaluation.evaluators import Context, Result
-from safefakes_jax.models import deepprivacy, gan_layers
+from safefakes_jax.evaluation.evaluators import Context, Result, generated_faces
 
 DEFAULTS: dict[str, Any] = {
     'type': 'inpainting',
@@ -74,36 +71,10 @@ class Evaluator:
         o = DEFAULTS | dict(section)
         self.options = o
         self.name, self.every_steps, self.final = name, int(o['every_steps']), bool(o['final'])
-        config = context.config
         self.network = o['network']
-        model = context.models[self.network]
-        crops = face_crops.load_split(config.data.source, config.data.val, 'val')
-        crops = face_crops.subset(
-            crops, min(int(o['num_faces']), len(crops)), seed=0, shuffle=False
+        self.batches, self.generate, self.num_faces = generated_faces.build(
+            context, self.network, int(o['num_faces']), int(o['batch_size'])
         )
-        ds = face_crop_pipeline.make_gan_dataset(
-            crops,
-            batch_size=int(o['batch_size']),
-            resolution=config.model.resolution,
-            seed=0,
-            train=False,
-            process_index=0,
-            process_count=1,
-        )
-        self.batches = list(face_crop_pipeline.as_numpy_batches(ds))
-        self.num_faces = len(crops)
-
-        @jax.jit
-        def generate(params, image, box, keypoints):
-            real, mask, condition = gan_layers.masked_condition(image, box)
-            n = real.shape[0]
-            z = jnp.zeros((n, *deepprivacy.Z_SHAPE), jnp.float32)
-            out = model.apply({'params': params}, condition, keypoints, z).astype(jnp.float32)
-            fake = (jnp.clip(out, -1.0, 1.0) + 1.0) / 2.0
-            real = (real + 1.0) / 2.0
-            return fake, real, mask, condition
-
-        self.generate = generate
 
     def run(self, state: Any, step: int) -> Result:
         params = state.nets[self.network].eval_params
