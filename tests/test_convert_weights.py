@@ -344,6 +344,7 @@ def test_deepprivacy_v1_conversion_feeds_the_anonymizer(tmp_path, capsys):
     assert 'missing' in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~30 s: the full Inception twice; make test-all.
 def test_fid_inception_conversion_feeds_fid(tmp_path, capsys):
     """A random pytorch-fid state dict (.npz, wrapper names) through the CLI: the FID loader's
     features are those of the variables mapped directly; no folder is a clear unavailable."""

@@ -24,6 +24,7 @@ def setup(crops):  # noqa: F811
     return context, state
 
 
+@pytest.mark.slow  # ~40 s on 2 cores (dlib, AlexNet); make test-all.
 @pytest.mark.parametrize(
     'kind, keys',
     [

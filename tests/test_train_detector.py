@@ -99,6 +99,14 @@ def test_two_step_smoke_run(roots, original_run, tmp_path, dataset):
     assert saved['training_dataset'].endswith(
         'synthetic_wider' if dataset == 'original' else f'synthetic_wider_{dataset}'
     )
+    # The run's registry entry (what launch/report.py reads).
+    entry = json.load(open(tmp_path / 'registry_entry.json'))
+    assert entry['anonymizer'] == dataset and entry['detector_steps'] == 2
+    assert entry['family'] == ('original' if dataset == 'original' else 'conventional')
+    assert entry['ap']['easy'] == saved['easy']
+    assert entry['ap']['mean'] == pytest.approx(
+        (saved['easy'] + saved['medium'] + saved['hard']) / 3
+    )
     # Provenance: the anonymized set's config hash and method parameters reach results.json.
     if dataset == 'original':
         assert saved['anonymization'] is None

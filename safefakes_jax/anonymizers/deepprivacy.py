@@ -211,10 +211,13 @@ class DeepPrivacy(base.Anonymizer):
         model, _, sha, _ = self._load()
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         del fields['weights'], fields['batch_size'], fields['keypoints_path']
+        info = torch_import.load_conversion_info(os.path.abspath(self.weights))
         return fields | {
             'weights_sha256': sha,
             'resolution': model.resolution,
             'keypoint_source': self._source.params(),  # A JSON's sha256, not its path.
+            # What trained the generator (a training export says; a conversion does not).
+            'generator': {k: info[k] for k in ('dataset', 'step', 'train_faces') if k in info},
         }
 
     def anonymize_face(self, original, out, face, rng):  # pragma: no cover (batched only)

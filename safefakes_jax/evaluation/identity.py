@@ -28,6 +28,7 @@ Descriptors take ~0.08 s a face on one core; `embed_pairs` runs one image per ta
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 from collections.abc import Sequence
 from typing import Any
@@ -110,17 +111,17 @@ def embed_pairs(
             skipped[reason] = skipped.get(reason, 0) + n
         tasks.append((pair, keep))
         rows += [(i, k) for k in keep]
-    if workers > 1:
-        with multiprocessing.get_context('spawn').Pool(workers) as pool:
-            results = []
-            for r in pool.imap(_embed_task, tasks, chunksize=4):
-                results.append(r)
-                progress and progress(1)
-    else:
-        results = []
-        for t in tasks:
-            results.append(_embed_task(t))
-            progress and progress(1)
+    results = []
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(multiprocessing.get_context('spawn').Pool(workers))
+            done = pool.imap(_embed_task, tasks, chunksize=4)
+        else:
+            done = map(_embed_task, tasks)
+        for r in done:
+            results.append(r)
+            if progress:
+                progress(1)
     a = np.concatenate([r[0] for r in results]) if results else np.zeros((0, 128), np.float32)
     b = np.concatenate([r[1] for r in results]) if results else np.zeros((0, 128), np.float32)
     return a, b, rows, skipped

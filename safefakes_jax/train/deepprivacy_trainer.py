@@ -96,11 +96,15 @@ def make_step(config: ml_collections.ConfigDict, generator, discriminator, mesh)
 
 
 def export_generator(
-    config: ml_collections.ConfigDict, state: state_lib.TrainState, out_dir: str
+    config: ml_collections.ConfigDict,
+    state: state_lib.TrainState,
+    out_dir: str,
+    train_faces: int | None = None,
 ) -> str | None:
     """Writes the EMA generator of `state` where the `deepprivacy` anonymizer loads it
     (`anonymizer.params=<out_dir>`): orbax params and `conversion.json` (format
-    `deepprivacy`, width, resolution, step), atomically, replacing an older export.
+    `deepprivacy`, width, resolution, step, dataset, the training faces), atomically,
+    replacing an older export.
 
     Returns:
       `out_dir`, or None in a multi-process run (orbax saves there are collective; export
@@ -116,6 +120,7 @@ def export_generator(
         'resolution': int(config.model.resolution),
         'step': int(jax.device_get(state.step)),
         'dataset': config.dataset,
+        **({'train_faces': int(train_faces)} if train_faces is not None else {}),
     }
     torch_import.save_converted(out_dir, params, info, force=True)
     return out_dir
@@ -159,7 +164,8 @@ def train_and_evaluate(
             return face_crop_pipeline.as_numpy_batches(ds)
 
         def export(state: state_lib.TrainState) -> str | None:
-            return export_generator(config, state, os.path.join(workdir, EXPORT_DIR))
+            out = os.path.join(workdir, EXPORT_DIR)
+            return export_generator(config, state, out, len(train_crops))
 
         return loop.Task(
             specs=specs(config, generator, discriminator),

@@ -18,7 +18,8 @@ check, checkpoints, preemption, evaluators, `results.json`). What is DSFD's own:
    of val images (faces red, detections green), and at the end `config.evals.final`
    (paper configs: the multi-scale + flip test), which writes the official prediction folder
    `<workdir>/predictions/<event>/<image>.txt`; `results.json` adds the training set and its
-   provenance.
+   provenance, and `registry_entry.json` (`evaluation/run_registry.py`) is what
+   `launch/report.py` reads of the run.
 
 With several processes (`jax.distributed`) each one trains on its own shard of the train split
 and detects its own shard of val; process 0 writes the summaries, predictions and results.
@@ -38,7 +39,7 @@ from jax.experimental import multihost_utils
 from safefakes_jax import sharding
 from safefakes_jax.anonymizers import base as anonymizer_base
 from safefakes_jax.data import detection_pipeline, manifest, tfds_wider, wider, wider_mat
-from safefakes_jax.evaluation import detector_eval
+from safefakes_jax.evaluation import detector_eval, run_registry
 from safefakes_jax.models import dsfd, torch_import
 from safefakes_jax.train import detector_step, loop, optim
 from safefakes_jax.train import state as state_lib
@@ -286,4 +287,7 @@ def train_and_evaluate(
             ),
         )
 
-    return loop.run(config, workdir, make_task, stop_after=stop_after)
+    results = loop.run(config, workdir, make_task, stop_after=stop_after)
+    if 'stopped_at' not in results and jax.process_index() == 0:
+        run_registry.write(workdir, results)  # The report's entry for this run.
+    return results

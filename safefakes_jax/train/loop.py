@@ -236,6 +236,7 @@ def run(
     report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer)
     batches = task.batches(position)
     history: list[dict[str, float]] = []
+    evaluations: list[dict[str, Any]] = []  # Periodic evaluations, for results.json.
     window: list = []
     t0, examples = time.perf_counter(), 0
     try:
@@ -268,7 +269,9 @@ def run(
             for name, ev in evaluators.items():
                 if ev.every_steps and step % ev.every_steps == 0 and step < total:
                     with report.timed(name):
-                        _write_eval(writer, step, name, ev.run(state, step))
+                        result = ev.run(state, step)
+                    _write_eval(writer, step, name, result)
+                    evaluations.append({'step': step, 'name': name, **result.scalars})
         ckpt.maybe_save(step, state, position, force=True)
         results: dict[str, Any] = {}
         for name, ev in evaluators.items():
@@ -282,6 +285,8 @@ def run(
                 for key, image in result.images.items():
                     image_grids.save_png(os.path.join(workdir, f'{name}_{key}.png'), image)
         results.update(task.results, steps=step)
+        if evaluations:  # Periodic evaluations of this process's run (resumed: since then).
+            results['evaluations'] = evaluations
         if task.export is not None:
             results['export'] = task.export(state)
         changes = checkpoints.read_changes(workdir)
