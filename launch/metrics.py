@@ -44,7 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--workers', type=int, default=2, help='processes for dlib')
     parser.add_argument('--no_progress', action='store_true')
     args = parser.parse_args(argv)
-    logging.set_verbosity(logging.WARNING)  # No library INFO lines (orbax restoring weights).
     try:
         result = set_metrics.compute(
             args.orig,
@@ -83,4 +82,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
+    logging.set_verbosity(logging.WARNING)  # No library INFO lines (orbax restoring weights).
     sys.exit(main())
