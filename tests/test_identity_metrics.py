@@ -22,8 +22,8 @@ def test_astronaut_is_itself_and_blackout_is_not():
     x, y, w, h = ASTRONAUT_BOX
     black[y : y + h, x : x + w] = 0
     boxes = [ASTRONAUT_BOX, *OTHER_BOXES]
-    orig, same = identity.embed(model, img, img.copy(), boxes)
-    _, blacked = identity.embed(model, img, black, boxes)
+    orig, same = model.descriptor_pairs(img, img.copy(), boxes)
+    _, blacked = model.descriptor_pairs(img, black, boxes)
     itself = identity.summarize(orig, same)
     assert itself['mean_distance'] < 0.05 and itself['match_rate'] == 1.0
     assert itself['rank1'] == 1.0 and itself['rank5'] == 1.0

@@ -188,12 +188,18 @@ class IdentityModel:
           anonymized: the anonymized image, same shape.
           boxes_xywh: the annotated boxes of the faces to compare.
         """
+        a, b = self.descriptor_pairs(original, anonymized, boxes_xywh)
+        return np.linalg.norm(a - b, axis=1).astype(np.float32)
+
+    def descriptor_pairs(
+        self, original: np.ndarray, anonymized: np.ndarray, boxes_xywh: Sequence[Sequence[int]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """float32 [len(boxes), 128] descriptors of the faces in both images, both aligned
+        with the original's landmarks (so the same region is compared)."""
         if original.shape != anonymized.shape:
             raise ValueError(f'image shapes differ: {original.shape} vs {anonymized.shape}')
         shapes = [self.landmarks(original, box) for box in boxes_xywh]
-        a = self.descriptors(original, shapes)
-        b = self.descriptors(anonymized, shapes)
-        return np.linalg.norm(a - b, axis=1).astype(np.float32)
+        return self.descriptors(original, shapes), self.descriptors(anonymized, shapes)
 
     def check(
         self,

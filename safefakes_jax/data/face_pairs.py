@@ -367,6 +367,23 @@ def _batch(faces: list[tuple[np.ndarray, np.ndarray, str, int, tuple, str]]) -> 
     )
 
 
+def select_faces(pair: ImagePair, min_face_px: int, skipped: dict[str, int]) -> list[int]:
+    """Indices of the faces of `pair` to measure; the others are counted into `skipped`:
+    `small` (narrower than `min_face_px`, or empty) and `record:<record>` (the manifest says
+    the method was not applied)."""
+    chosen = []
+    for i, (box, record) in enumerate(zip(pair.boxes, pair.records, strict=True)):
+        if box[2] < max(min_face_px, 1) or box[3] <= 0:
+            reason = 'small'
+        elif record is not None and record.startswith(_NOT_ANONYMIZED):
+            reason = f'record:{record}'
+        else:
+            chosen.append(i)
+            continue
+        skipped[reason] = skipped.get(reason, 0) + 1
+    return chosen
+
+
 def iter_batches(
     pairing: Pairing,
     size: int = 128,
@@ -400,14 +417,7 @@ def iter_batches(
 
     faces: list = []
     for pair in pairing.pairs:
-        chosen = []
-        for i, (box, record) in enumerate(zip(pair.boxes, pair.records, strict=True)):
-            if box[2] < max(min_face_px, 1) or box[3] <= 0:
-                skip('small')
-            elif record is not None and record.startswith(_NOT_ANONYMIZED):
-                skip(f'record:{record}')
-            else:
-                chosen.append(i)
+        chosen = select_faces(pair, min_face_px, skipped)
         if not chosen:
             continue
         if pair.anon_path is None:

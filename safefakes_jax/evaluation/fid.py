@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -66,16 +66,3 @@ def frechet_of_features(a: np.ndarray, b: np.ndarray) -> float:
     return image_metrics.frechet_distance(
         *image_metrics.feature_statistics(a), *image_metrics.feature_statistics(b)
     )
-
-
-def fid(
-    batches: Iterable[tuple[np.ndarray, np.ndarray]], features: Callable[[Any], np.ndarray]
-) -> float:
-    """FID of paired batches `(original, anonymized)`, each float32 [B, H, W, 3] in [0, 1]."""
-    first, second = [], []
-    for a, b in batches:
-        first.append(features(a))
-        second.append(features(b))
-    if not first:
-        raise ValueError('FID needs at least two faces, got none')
-    return frechet_of_features(np.concatenate(first), np.concatenate(second))

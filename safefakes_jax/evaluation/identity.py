@@ -43,43 +43,14 @@ MIN_FACE_PX = 40
 MATCH_THRESHOLD = identity_model.MATCH_THRESHOLD
 
 
-def embed(
-    model: identity_model.IdentityModel,
-    original: np.ndarray,
-    anonymized: np.ndarray,
-    boxes_xywh: Sequence[Sequence[int]],
-) -> tuple[np.ndarray, np.ndarray]:
-    """float32 [N, 128] descriptors of the faces in both images, aligned with the original's
-    landmarks."""
-    if original.shape != anonymized.shape:
-        raise ValueError(f'image shapes differ: {original.shape} vs {anonymized.shape}')
-    shapes = [model.landmarks(original, box) for box in boxes_xywh]
-    return model.descriptors(original, shapes), model.descriptors(anonymized, shapes)
-
-
-def _faces(pair: face_pairs.ImagePair, min_face_px: int) -> tuple[list[int], dict[str, int]]:
-    """Indices of the pair's faces to measure, and the others counted by reason (the reasons
-    of `face_pairs.iter_batches`: `small`, `record:<record>` for a face the copy skipped)."""
-    keep, skipped = [], {}
-    for k, (box, record) in enumerate(zip(pair.boxes, pair.records, strict=True)):
-        if box[2] < min_face_px or box[3] <= 0:
-            reason = 'small'
-        elif record is not None and record.startswith('skipped'):
-            reason = f'record:{record}'
-        else:
-            keep.append(k)
-            continue
-        skipped[reason] = skipped.get(reason, 0) + 1
-    return keep, skipped
-
-
 def _embed_task(task: tuple[face_pairs.ImagePair, list[int]]):
     pair, keep = task
     if not keep:
         return np.zeros((0, 128), np.float32), np.zeros((0, 128), np.float32)
     original = images.read(pair.orig_path)
     anonymized = images.read(pair.anon_path)
-    return embed(identity_model.load(), original, anonymized, [pair.boxes[k] for k in keep])
+    boxes = [pair.boxes[k] for k in keep]
+    return identity_model.load().descriptor_pairs(original, anonymized, boxes)
 
 
 def embed_pairs(
@@ -103,7 +74,8 @@ def embed_pairs(
     """
     tasks, rows, skipped = [], [], {}
     for i, pair in enumerate(pairs):
-        keep, why = _faces(pair, min_face_px)
+        why: dict[str, int] = {}
+        keep = face_pairs.select_faces(pair, min_face_px, why)
         if keep and pair.anon_path is None:
             why['missing'] = why.get('missing', 0) + len(keep)
             keep = []

@@ -35,7 +35,7 @@ class Evaluator(generated_faces.MetricEvaluator):
             for p, r, box in zip(pasted, real, boxes, strict=True):
                 x1, y1, x2, y2 = (np.asarray(box, np.float64) * scale).round().astype(int)
                 xywh = (x1, y1, max(1, x2 - x1), max(1, y2 - y1))
-                da, db = identity.embed(self.model, _uint8(r, size), _uint8(p, size), [xywh])
+                da, db = self.model.descriptor_pairs(_uint8(r, size), _uint8(p, size), [xywh])
                 a.append(da)
                 b.append(db)
         summary = identity.summarize(np.concatenate(a), np.concatenate(b))
