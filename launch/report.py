@@ -2,9 +2,10 @@ r"""The paper's Table II and figures from a set of detector runs (their registry
 
   python launch/report.py --runs workdirs --metrics cache/metrics --out cache/report
 
-`--runs` holds run folders (each DSFD run writes `<workdir>/registry_entry.json`) or entry
-files; `--metrics` (repeatable) names `launch/metrics.py` outputs or folders of them, matched to
-runs by training set. Writes `table_ii.md` / `.csv`, `fig4_ap_by_anonymizer.png`,
+`--runs` (repeatable) names a run folder (each DSFD run writes
+`<workdir>/registry_entry.json`), a folder of run folders or an entry file; `--metrics`
+(repeatable) names `launch/metrics.py` outputs or folders of them, matched to runs by
+training set. Writes `table_ii.md` / `.csv`, `fig4_ap_by_anonymizer.png`,
 `fig6_ap_vs_detector_steps.png`, `fig7_ap_vs_gan_training_faces.png`,
 `fig9_ap_vs_gan_training_steps.png` and `privacy_utility.png` (those with data; the others are
 listed with the reason). See `safefakes_jax/evaluation/report.py`. Exit status 2 on bad input.
@@ -23,7 +24,9 @@ from safefakes_jax.evaluation import report, run_registry  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--runs', required=True, help='folder of run folders / entry files')
+    parser.add_argument(
+        '--runs', action='append', required=True, help='run folder, folder of runs or entry file'
+    )
     parser.add_argument('--metrics', action='append', default=[], help='metrics JSON or folder')
     parser.add_argument('--out', required=True, help='output folder')
     args = parser.parse_args(argv)

@@ -331,6 +331,59 @@ def test_identity_is_measured_only_where_a_face_is_found(orig, tmp_path):
     leaks = [r for r in same.leaks if r.identity_status == identity.MATCH]
     assert leaks and all(audit.IDENTITY_MATCH in r.leak_rules for r in leaks)
     assert all(r.identity_distance < identity.MATCH_THRESHOLD for r in leaks)
+    assert all(r.identity_rank == 1 for r in leaks)
+    assert same.summary['options']['identity_gallery'] == s['identity_faces']
+
+
+def test_gallery_ranks_count_ties_against():
+    gallery = np.array([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]])
+    queries = np.array([[0.1, 0.0], [0.5, 0.0], [2.0, 0.0]])
+    # Query 1 is as near gallery 0 as gallery 1 (a tie counts against); query 2 is nearer
+    # gallery 1 and 2 than its own gallery 0.
+    ranks = identity.gallery_ranks(queries, gallery, np.array([0, 1, 0]))
+    np.testing.assert_array_equal(ranks, [1, 2, 3])
+    assert identity.gallery_ranks(np.zeros((0, 2)), gallery, np.zeros((0,), int)).shape == (0,)
+
+
+def test_identity_match_needs_rank_1_in_the_gallery():
+    # Two faces within the distance threshold of their originals: face 0 is nearer its own
+    # original than every other original (re-identified, a leak); face 1 is nearer face 0's
+    # original than its own (the recognizer would not pick this person out: no leak). Face 2's
+    # original has no anonymized face found; it is still in the gallery.
+    def row(face, status, distance):
+        return audit.FaceRow(
+            'a.jpg',
+            'a.jpg',
+            face,
+            [0, 0, 50, 50],
+            'm',
+            audit.AUDITED,
+            0.9,
+            50.0,
+            0.1,
+            status,
+            distance,
+        )
+
+    rows = [
+        row(0, identity.MATCH, 0.1),
+        row(1, identity.MATCH, 0.5),
+        row(2, identity.NO_FACE_FOUND, None),
+    ]
+    o = np.array([[0.0, 0.0], [0.4, 0.0], [5.0, 0.0]])
+    a = {0: np.array([0.1, 0.0]), 1: np.array([0.1, 0.4])}  # 0.5 from its own, 0.41 from 0.
+    descriptors = {k: (o[k], a.get(k)) for k in range(3)}
+    assert audit._reidentify([(rows, descriptors)]) == 3
+    audit._judge(rows, audit.AuditOptions())
+    assert [r.identity_rank for r in rows] == [1, 2, None]
+    assert [r.identity_status for r in rows] == [
+        identity.MATCH,
+        identity.NO_MATCH,
+        identity.NO_FACE_FOUND,
+    ]
+    assert [r.leak_rules for r in rows] == [[audit.IDENTITY_MATCH], [], []]
+    summary = audit.summarize_rows(rows)
+    assert summary['identity_matches'] == 1 and summary['identity_within_threshold'] == 2
 
 
 def test_audit_refuses_names_out_of_their_folder_and_collisions(orig, tmp_path, capsys):

@@ -95,3 +95,19 @@ def test_malformed_entries_are_refused(tmp_path, capsys):
     assert report_cli.main(['--runs', str(runs), '--out', str(tmp_path / 'o')]) == 2
     assert 'unreadable JSON' in capsys.readouterr().err
     assert report_cli.main(['--runs', str(tmp_path / 'none'), '--out', str(tmp_path / 'o')]) == 2
+
+
+def test_runs_named_one_by_one_or_as_a_folder(tmp_path):
+    # `--runs` repeated: run folders (as `make demo` passes its two) give the same entries as
+    # their parent folder; an entry file counts too.
+    runs, metrics = _make(tmp_path)
+    whole = run_registry.read_all(runs, [metrics])
+    folders = sorted(str(p) for p in (tmp_path / 'runs').iterdir() if p.is_dir())
+    one_by_one = run_registry.read_all(folders[:-1] + [f'{folders[-1]}/registry_entry.json'])
+    assert [e['run'] for e in one_by_one] == [e['run'] for e in whole]
+    assert (
+        report_cli.main(['--runs', folders[0], '--runs', folders[1], '--out', str(tmp_path / 'o')])
+        == 0
+    )
+    with pytest.raises(FileNotFoundError, match='none'):
+        run_registry.read_all([folders[0], str(tmp_path / 'none')])

@@ -10,7 +10,8 @@ the noise of the JPEG q95 re-encode), the mean absolute change and a near-copy s
 (structure-weighted SSIM of the luma, best half-size sub-window) inside the box; for faces at
 least `--identity_min_px` (default 40) wide and high, the dlib identity verdict, measured only
 where dlib's face detector finds the original face: match (distance < 0.6, aligned with the
-original's landmarks), no match, or no face found in the anonymized crop. A face is a leak when
+original's landmarks, and nearer its own original than every other original of the split),
+no match, or no face found in the anonymized crop. A face is a leak when
 any rule fires: `unchanged_pixels` (changed share < `--min_changed`, default 0.5), `near_copy`
 (score >= `--near_copy`, default 0.95) or `identity_match`; the rules that fired are listed per
 face and counted per method. Details: `safefakes_jax/anonymizers/audit.py`.
@@ -47,7 +48,7 @@ def _identity(row: audit.FaceRow) -> str:
         return '-'
     if row.identity_distance is None:
         return row.identity_status
-    return f'{row.identity_status} {row.identity_distance:.3f}'
+    return f'{row.identity_status} {row.identity_distance:.3f} rank {row.identity_rank}'
 
 
 def format_report(result: audit.AuditResult, max_list: int = 200) -> str:
@@ -70,7 +71,8 @@ def format_report(result: audit.AuditResult, max_list: int = 200) -> str:
             f'{_fmt(t["mean_near_copy_score"])}; identity: '
             f'{t["identity_faces"]} faces measured, match rate '
             f'{_fmt(t["identity_match_rate"], ".4f")} ({t["identity_matches"]} match, '
-            f'{t["identity_no_match"]} no match, {t["identity_no_face_found"]} no face found), '
+            f'{t["identity_no_match"]} no match, {t["identity_no_face_found"]} no face found; '
+            f'{t["identity_within_threshold"]} within the distance threshold), '
             f'mean distance {_fmt(t["mean_identity_distance"])}, '
             f'{t["identity_no_face_in_original"]} not measurable (no face detected in the '
             f'original); not audited: {t["faces_below_min_face_px"]} small, '

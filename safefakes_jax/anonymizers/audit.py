@@ -20,7 +20,11 @@ A face is a *leak* when any of three rules fires (all that fire are listed in `l
 * `near_copy`: `near_copy_score >= near_copy` (default 0.95): every pixel may have moved, but the
   original's structure is intact (a brightness or contrast shift, added noise, a blacked-out
   outer ring around an intact centre);
-* `identity_match`: the anonymized face is still recognized as the original's person.
+* `identity_match`: the anonymized face is still recognized as the original's person: within
+  dlib's same-person distance (0.6) of its original *and* nearer its own original than every
+  other original face whose identity was measured in the audited split (rank 1 in that
+  gallery; `identity` docstring: on faces dlib cannot tell apart, such as the synthetic set's,
+  the distance alone matches most pairs of different people).
 
 Each rule alone misses leaks the others catch: brightening by 6 grey levels or adding +-6 noise
 changes most pixels by more than `tol` (today's rule passes them) yet keeps both the structure
@@ -67,6 +71,7 @@ import time
 from typing import Any
 
 import cv2
+import numpy as np
 
 from safefakes_jax.anonymizers.audit_measures import (  # noqa: F401 (re-exported)
     DEFAULT_TOL,
@@ -80,6 +85,7 @@ from safefakes_jax.anonymizers.audit_rows import (  # noqa: F401 (re-exported)
     AUDITED,
     EMPTY,
     IDENTITY_MATCH,
+    MATCH_THRESHOLD,
     MISSING,
     NEAR_COPY,
     OUTSIDE,
@@ -97,7 +103,6 @@ from safefakes_jax.data.manifest import MANIFEST  # noqa: F401 (re-exported)
 DEFAULT_MIN_CHANGED = 0.5
 DEFAULT_MIN_FACE_PX = 10
 DEFAULT_IDENTITY_MIN_PX = 40
-MATCH_THRESHOLD = 0.6  # dlib's same-person threshold (identity.MATCH_THRESHOLD).
 ORIGINAL_MIN_SCORE = -0.5  # identity.ORIGINAL_MIN_SCORE (dlib loads only when needed).
 ANONYMIZED_MIN_SCORE = -1.0  # identity.ANONYMIZED_MIN_SCORE.
 
@@ -152,10 +157,15 @@ class AuditResult:
 # --------------------------------------------------------------------------- per image
 
 
+Descriptors = dict[int, tuple[Any, Any]]  # Face row -> (original, anonymized or None) [128].
+
+
 def _audit_image(
     task: face_pairs.ImagePair, options: AuditOptions
-) -> tuple[list[FaceRow], float, int]:
-    """Rows of one image, the seconds spent in the identity model and its face count."""
+) -> tuple[list[FaceRow], float, int, Descriptors]:
+    """Rows of one image (identity not yet ranked, rules not yet judged: `_reidentify`,
+    `_judge`), the seconds spent in the identity model, its face count and the descriptors of
+    the faces whose original was detected."""
     rows = [
         FaceRow(
             task.name, task.anon_name, i, list(box), task.method, AUDITED, record=task.records[i]
@@ -169,12 +179,12 @@ def _audit_image(
             row.status = SMALL
     candidates = [r for r in rows if r.status == AUDITED]
     if not candidates:
-        return rows, 0.0, 0
+        return rows, 0.0, 0, {}
 
-    def mark(status: str) -> tuple[list[FaceRow], float, int]:
+    def mark(status: str) -> tuple[list[FaceRow], float, int, Descriptors]:
         for r in candidates:
             r.status = status
-        return rows, 0.0, 0
+        return rows, 0.0, 0, {}
 
     if task.anon_path is None:
         return mark(MISSING)
@@ -201,7 +211,7 @@ def _audit_image(
         and options.identity_min_px > 0
         and min(r.box[2], r.box[3]) >= options.identity_min_px
     ]
-    seconds = 0.0
+    seconds, descriptors = 0.0, {}
     if large:
         from safefakes_jax.anonymizers import identity  # dlib loads only when needed.
 
@@ -221,7 +231,37 @@ def _audit_image(
                 c.match,
             )
             r.face_score_original, r.face_score_anonymized = (c.original_score, c.anonymized_score)
-    for r in candidates:
+            if c.original_descriptor is not None:
+                descriptors[r.face] = (c.original_descriptor, c.anonymized_descriptor)
+    return rows, seconds, len(large), descriptors
+
+
+def _reidentify(per_task: list[tuple[list[FaceRow], Descriptors]]) -> int:
+    """Ranks every anonymized face found by the identity check against the gallery of all
+    originals whose face was detected (`identity` docstring): a `match` stays one only at rank
+    1, else it becomes `no_match`. Sets `identity_rank`; returns the gallery size."""
+    gallery, queries, own, found = [], [], [], []
+    for row_of, per_face in per_task:
+        for face, (orig, anon) in per_face.items():
+            if anon is not None:
+                queries.append(anon)
+                own.append(len(gallery))
+                found.append(row_of[face])
+            gallery.append(orig)
+    if found:
+        from safefakes_jax.anonymizers import identity
+
+        ranks = identity.gallery_ranks(np.stack(queries), np.stack(gallery), np.asarray(own))
+        for r, rank in zip(found, ranks, strict=True):
+            r.identity_rank = int(rank)
+            if r.identity_status == identity.MATCH and rank > 1:
+                r.identity_status, r.identity_match = identity.NO_MATCH, False
+    return len(gallery)
+
+
+def _judge(rows: list[FaceRow], options: AuditOptions) -> None:
+    """Sets the rules that fire (`leak_rules`) and `leak` on every audited face."""
+    for r in rows:
         if r.status == AUDITED:
             r.leak_rules = [
                 rule
@@ -233,7 +273,6 @@ def _audit_image(
                 if fired
             ]
             r.leak = bool(r.leak_rules)
-    return rows, seconds, len(large)
 
 
 _OPTIONS: AuditOptions | None = None
@@ -245,7 +284,7 @@ def _init_worker(options: AuditOptions) -> None:
     cv2.setNumThreads(1)  # One image per process; threads would only contend.
 
 
-def _work(task: face_pairs.ImagePair) -> tuple[list[FaceRow], float, int]:
+def _work(task: face_pairs.ImagePair) -> tuple[list[FaceRow], float, int, Descriptors]:
     assert _OPTIONS is not None
     return _audit_image(task, _OPTIONS)
 
@@ -310,12 +349,15 @@ def audit(
         tasks = tasks[:max_images]
     workers = (os.cpu_count() or 1) if workers <= 0 else workers
     per_task: list[list[FaceRow]] = []
+    descriptors: list[tuple[list[FaceRow], Descriptors]] = []
     id_seconds, id_faces = 0.0, 0
     bar = tqdm(total=len(tasks), desc='leak audit', unit='img', disable=not progress)
 
-    def collect(result: tuple[list[FaceRow], float, int]) -> None:
+    def collect(result: tuple[list[FaceRow], float, int, Descriptors]) -> None:
         nonlocal id_seconds, id_faces
         per_task.append(result[0])
+        if result[3]:
+            descriptors.append((result[0], result[3]))
         id_seconds, id_faces = id_seconds + result[1], id_faces + result[2]
         bar.update()
         bar.set_postfix_str(f'{id_faces} identity faces', refresh=False)
@@ -332,8 +374,10 @@ def audit(
             for result in pool.imap(_work, tasks, chunksize=1):
                 collect(result)
     bar.close()
-    seconds = time.perf_counter() - start
+    gallery = _reidentify(descriptors)
     rows = [r for task_rows in per_task for r in task_rows]
+    _judge(rows, options)
+    seconds = time.perf_counter() - start
 
     missing: dict[str, str] = {}
     for task, task_rows in zip(tasks, per_task, strict=True):
@@ -363,6 +407,7 @@ def audit(
         'options': dataclasses.asdict(options)
         | {
             'match_threshold': MATCH_THRESHOLD,
+            'identity_gallery': gallery,
             'change_measure': 'abs delta luma (BT.601)',
             'max_images': max_images,
         },

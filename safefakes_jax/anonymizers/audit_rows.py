@@ -25,6 +25,7 @@ UNCHANGED_PIXELS = 'unchanged_pixels'
 NEAR_COPY = 'near_copy'
 IDENTITY_MATCH = 'identity_match'
 RULES = (UNCHANGED_PIXELS, NEAR_COPY, IDENTITY_MATCH)
+MATCH_THRESHOLD = 0.6  # dlib's same-person distance (identity.MATCH_THRESHOLD; no dlib here).
 
 
 @dataclasses.dataclass
@@ -44,6 +45,8 @@ class FaceRow:
       identity_status: `match`, `no_match`, `no_face_found`, `no_face_in_original`; None when
         not measured (small face, identity off).
       identity_distance: dlib descriptor distance original vs anonymized (both faces found).
+      identity_rank: rank of the face's own original among the gallery of the split's
+        originals, nearest first (1: re-identified when also within the distance threshold).
       identity_match: True / False where identity was measured (None otherwise).
       face_score_original: HOG score of the original's face (None: none above the gate).
       face_score_anonymized: HOG score of the anonymized face.
@@ -63,6 +66,7 @@ class FaceRow:
     near_copy_score: float | None = None
     identity_status: str | None = None
     identity_distance: float | None = None
+    identity_rank: int | None = None
     identity_match: bool | None = None
     face_score_original: float | None = None
     face_score_anonymized: float | None = None
@@ -85,7 +89,8 @@ def summarize_rows(rows: Sequence[FaceRow]) -> dict[str, Any]:
     rule (a face may fire several), mean changed share, mean absolute change and mean near-copy
     score of the audited faces, and the identity verdicts: `identity_faces` are the faces whose
     original face was detectable (measured), `identity_match_rate` = matches / those, with the
-    `no_face_found` ones counted as not matching and listed apart; faces whose original was not
+    `no_face_found` ones counted as not matching and listed apart, `identity_within_threshold`
+    the faces within the distance threshold whatever their rank; faces whose original was not
     detectable are `identity_no_face_in_original`."""
     status = collections.Counter(
         r.status.split(':')[0] if r.status.startswith(UNVERIFIED) else r.status for r in rows
@@ -113,6 +118,10 @@ def summarize_rows(rows: Sequence[FaceRow]) -> dict[str, Any]:
         'identity_matches': verdicts['match'],
         'identity_match_rate': _rate(verdicts['match'], measured),
         'identity_no_match': verdicts['no_match'],
+        'identity_within_threshold': sum(
+            r.identity_distance is not None and r.identity_distance < MATCH_THRESHOLD
+            for r in audited
+        ),
         'identity_no_face_found': verdicts['no_face_found'],
         'identity_no_face_in_original': verdicts['no_face_in_original'],
         'mean_identity_distance': _mean(

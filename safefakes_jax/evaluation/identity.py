@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy.spatial import distance
 
 from safefakes_jax.anonymizers import identity as identity_model
 from safefakes_jax.data import face_pairs, images
@@ -99,13 +100,6 @@ def embed_pairs(
     return a, b, rows, skipped
 
 
-def _nearest_ranks(queries: np.ndarray, gallery: np.ndarray, own: np.ndarray) -> np.ndarray:
-    """1-based rank of gallery row `own[i]` among the distances of query i (ties against)."""
-    d = np.linalg.norm(queries[:, None, :] - gallery[None, :, :], axis=-1)
-    own_d = d[np.arange(len(queries)), own]
-    return (d <= own_d[:, None]).sum(axis=1)
-
-
 def summarize(
     original: np.ndarray, anonymized: np.ndarray, identities: Sequence[int] | None = None
 ) -> dict[str, Any]:
@@ -116,7 +110,7 @@ def summarize(
     if n == 0:
         return out | {k: None for k in ('mean_distance', 'match_rate', 'rank1', 'rank5')}
     dist = np.linalg.norm(original - anonymized, axis=1)
-    ranks = _nearest_ranks(anonymized, original, np.arange(n))
+    ranks = identity_model.gallery_ranks(anonymized, original, np.arange(n))
     out |= {
         'mean_distance': float(dist.mean()),
         'match_rate': float((dist < MATCH_THRESHOLD).mean()),
@@ -126,10 +120,10 @@ def summarize(
     }
     if identities is not None:
         ids = np.asarray(identities)
-        d = np.linalg.norm(anonymized[:, None] - original[None], axis=-1)
+        d = distance.cdist(anonymized, original)
         out['rank1_identity'] = float((ids[d.argmin(axis=1)] == ids).mean())
         if n >= 2:
-            d = np.linalg.norm(original[:, None] - original[None], axis=-1)
+            d = distance.cdist(original, original)
             np.fill_diagonal(d, np.inf)
             out['rank1_identity_original'] = float((ids[d.argmin(axis=1)] == ids).mean())
     return out

@@ -106,18 +106,30 @@ def check_entry(entry: Mapping[str, Any], path: str) -> None:
             raise RegistryError(f'{path}: each "ap_history" item needs step, easy, medium, hard')
 
 
-def read_all(runs: str, metrics: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Every entry under `runs` (`*/registry_entry.json` and `*.json` entries in `runs`
-    itself), sorted by run name, with the metrics files' `metrics` attached (`metrics`:
-    metrics JSONs or folders of them) to the entry whose `training_dataset` they name.
+def read_all(runs: str | Sequence[str], metrics: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Every entry of `runs`, sorted by anonymizer and run name, with the metrics files'
+    `metrics` attached (`metrics`: metrics JSONs or folders of them) to the entry whose
+    `training_dataset` they name.
+
+    Args:
+      runs: one or more of: an entry file; a run folder (holding `registry_entry.json`); a
+        folder of runs (`*/registry_entry.json`, and `*.json` entries in the folder itself).
+      metrics: `launch/metrics.py` outputs or folders of them.
 
     Raises:
-      FileNotFoundError: `runs` is not a folder. RegistryError: a malformed file.
+      FileNotFoundError: an item of `runs` does not exist. RegistryError: a malformed file.
     """
-    if not os.path.isdir(runs):
-        raise FileNotFoundError(f'runs folder not found: {runs}')
-    paths = sorted(glob.glob(os.path.join(runs, '*', ENTRY_FILE)))
-    paths += sorted(p for p in glob.glob(os.path.join(runs, '*.json')))
+    paths = []
+    for item in [runs] if isinstance(runs, str) else runs:
+        if os.path.isfile(item):
+            paths.append(item)
+        elif os.path.isfile(os.path.join(item, ENTRY_FILE)):
+            paths.append(os.path.join(item, ENTRY_FILE))
+        elif os.path.isdir(item):
+            paths += sorted(glob.glob(os.path.join(item, '*', ENTRY_FILE)))
+            paths += sorted(glob.glob(os.path.join(item, '*.json')))
+        else:
+            raise FileNotFoundError(f'runs folder or entry not found: {item}')
     entries = []
     for path in paths:
         entry = _load(path)
