@@ -133,6 +133,8 @@ def test_planted_leak_exit_1_and_listed(orig, tmp_path, capsys):
     method = report['methods']['blackout']  # From the manifest.
     assert method['leaks'] == 1 and method['faces_audited'] == len(others) + 1
     assert method['leak_rate'] == pytest.approx(1 / method['faces_audited'], abs=1e-6)
+    gallery = report['options']['identity_gallery']  # The planted face is the one found.
+    assert method['identity_matches_by_chance'] == pytest.approx(1 / gallery, abs=1e-3)
     assert method['manifest']['skipped'] == 1
     fallbacks = sum(len(a.boxes) > 0 for a in annotations(orig)) - (keep[1] == 0)
     assert method['manifest']['fallback'] == fallbacks  # Face 0 of every image.

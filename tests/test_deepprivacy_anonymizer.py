@@ -161,7 +161,11 @@ def test_trained_smoke_generator_copy_passes_the_leak_audit(tmp_path):
     # The Done-when item on a real smoke generator (~12 min: the synthetic set, the smoke
     # training, the copy, the audit with identity): its inpainted faces are detected as faces
     # and many are within dlib's 0.6 of their original (the recognizer puts most pairs of
-    # different cartoon faces that close), but none re-identifies to its own original.
+    # different cartoon faces that close), but they re-identify to their own original no more
+    # often than chance: a face unrelated to its original is ranked first among the gallery's
+    # G originals with probability ~1/G, so F found faces give ~F/G such leaks (the summary's
+    # identity_matches_by_chance, ~0.2 here; one run under 8 fake devices had 1). The blur copy
+    # of this set has 28.
     from configs import deepprivacy_fdf
     from safefakes_jax.data import face_crops
     from safefakes_jax.train import deepprivacy_trainer
@@ -182,4 +186,8 @@ def test_trained_smoke_generator_copy_passes_the_leak_audit(tmp_path):
     faces = result.summary['methods']['deepprivacy']
     assert faces['faces_audited'] > 5000 and faces['identity_faces'] > 1000
     assert faces['identity_within_threshold'] > 0  # What the distance alone would call leaks.
-    assert faces['leaks'] == 0, result.leaks[:3]
+    rules = faces['leaks_by_rule']
+    assert rules['unchanged_pixels'] == rules['near_copy'] == 0, result.leaks[:3]
+    chance = faces['identity_matches_by_chance']
+    assert chance < 0.5 and rules['identity_match'] <= 2, (chance, result.leaks)
+    # Poisson(0.2) gives 3 or more with probability ~1e-3.

@@ -24,7 +24,11 @@ A face is a *leak* when any of three rules fires (all that fire are listed in `l
   dlib's same-person distance (0.6) of its original *and* nearer its own original than every
   other original face whose identity was measured in the audited split (rank 1 in that
   gallery; `identity` docstring: on faces dlib cannot tell apart, such as the synthetic set's,
-  the distance alone matches most pairs of different people).
+  the distance alone matches most pairs of different people). A face that kept nothing of its
+  original still lands at rank 1 with probability ~1/G in a gallery of G, so each method's
+  summary gives `identity_matches_by_chance` (its faces found in both / G): the matches an
+  anonymizer that removes all identity would still be flagged for. The rule fails closed: such
+  a face is a leak all the same, as an attacker with that gallery would pick its original.
 
 Each rule alone misses leaks the others catch: brightening by 6 grey levels or adding +-6 noise
 changes most pixels by more than `tol` (today's rule passes them) yet keeps both the structure
@@ -392,6 +396,9 @@ def audit(
     for r in rows:
         by_method[r.method].append(r)
     methods = {m: summarize_rows(rs) for m, rs in sorted(by_method.items())}
+    for t in methods.values():
+        found = t['identity_matches'] + t['identity_no_match']
+        t['identity_matches_by_chance'] = round(found / gallery, 3) if gallery else None
     if entries:
         task_method = {_key(t.name): t.method for t in tasks}
         grouped: dict[str, list[dict]] = collections.defaultdict(list)
