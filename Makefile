@@ -61,11 +61,11 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix .
 
 test: lint
-	@tfds=$$(mktemp -d) && SAFEFAKES_TFDS_DIR=$$tfds $(PY) -m pytest -n 2 -q; \
+	@tfds=$$(mktemp -d) && SAFEFAKES_TFDS_DIR=$$tfds $(PY) -m pytest -n 2 --dist loadgroup -q; \
 		status=$$?; rm -rf "$$tfds"; exit $$status
 
 test-all: lint
-	@tfds=$$(mktemp -d) && SAFEFAKES_TFDS_DIR=$$tfds $(PY) -m pytest -n 2 -q -m ''; \
+	@tfds=$$(mktemp -d) && SAFEFAKES_TFDS_DIR=$$tfds $(PY) -m pytest -n 2 --dist loadgroup -q -m ''; \
 		status=$$?; rm -rf "$$tfds"; exit $$status
 
 bench: $(STAMP)

@@ -22,7 +22,9 @@ from safefakes_jax.train import checkpoints, detector_trainer
 from tests.folders import read_tree
 
 # Identical programs compile once across the module's tests (see conftest).
-pytestmark = pytest.mark.usefixtures('jax_compile_cache')
+# One worker for the module (`make test` runs `--dist loadgroup`): its module fixtures, a
+# synthetic set with its anonymized copies and a trained run, are then built once.
+pytestmark = [pytest.mark.usefixtures('jax_compile_cache'), pytest.mark.xdist_group('detector')]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONVENTIONAL = dsfd_base.CONVENTIONAL
@@ -232,10 +234,15 @@ def test_init_from_converted_checkpoint_replaces_the_params_it_holds(tmp_path):
     from safefakes_jax import sharding
     from safefakes_jax.models import dsfd, torch_import
 
-    model = dsfd.DSFD(width=0.0625)
-    images = np.zeros((1, 64, 64, 3), np.float32)
-    fresh = model.init(jax.random.key(0), images)['params']
-    other = jax.device_get(model.init(jax.random.key(1), images)['params'])
+    # Random numbers in the network's shapes: compiling DSFD's init takes a minute on CPU.
+    images = jax.ShapeDtypeStruct((1, 64, 64, 3), np.float32)
+    rng = np.random.default_rng(0)
+
+    def random_params(width):
+        shapes = jax.eval_shape(dsfd.DSFD(width=width).init, jax.random.key(0), images)
+        return jax.tree.map(lambda s: rng.standard_normal(s.shape, s.dtype), shapes['params'])
+
+    fresh, other = random_params(0.0625), random_params(0.0625)
     mesh = sharding.make_mesh(1)
     torch_import.save_converted(tmp_path / 'full', other, {'format': 'dsfd_vgg'})
     torch_import.save_converted(
@@ -253,7 +260,7 @@ def test_init_from_converted_checkpoint_replaces_the_params_it_holds(tmp_path):
         np.asarray(backbone['loc_pal2_0']['kernel']), np.asarray(fresh['loc_pal2_0']['kernel'])
     )
 
-    wide = dsfd.DSFD(width=0.125).init(jax.random.key(0), images)['params']
+    wide = random_params(0.125)
     with pytest.raises(ValueError, match='init_from=.*full'):
         detector_trainer.load_init_params(str(tmp_path / 'full'), wide, mesh)
     with pytest.raises(FileNotFoundError, match='convert_torch_weights'):
