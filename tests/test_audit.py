@@ -386,6 +386,8 @@ def test_identity_match_needs_rank_1_in_the_gallery():
     assert [r.leak_rules for r in rows] == [[audit.IDENTITY_MATCH], [], []]
     summary = audit.summarize_rows(rows)
     assert summary['identity_matches'] == 1 and summary['identity_within_threshold'] == 2
+    assert summary['identity_matches_by_chance'] is None  # No gallery given.
+    assert audit.summarize_rows(rows, 3)['identity_matches_by_chance'] == 0.667  # 2 found / 3.
 
 
 def test_audit_refuses_names_out_of_their_folder_and_collisions(orig, tmp_path, capsys):

@@ -164,8 +164,8 @@ def test_trained_smoke_generator_copy_passes_the_leak_audit(tmp_path):
     # different cartoon faces that close), but they re-identify to their own original no more
     # often than chance: a face unrelated to its original is ranked first among the gallery's
     # G originals with probability ~1/G, so F found faces give ~F/G such leaks (the summary's
-    # identity_matches_by_chance, ~0.2 here; one run under 8 fake devices had 1). The blur copy
-    # of this set has 28.
+    # identity_matches_by_chance, ~0.2 here; one run under 8 fake devices had 1), where the blur
+    # copy of this set has tens.
     from configs import deepprivacy_fdf
     from safefakes_jax.data import face_crops
     from safefakes_jax.train import deepprivacy_trainer

@@ -54,5 +54,6 @@ def test_variant_line_format_and_width(variant):
 
 def test_paper_deepprivacy_counts():
     out = run_summary('configs/deepprivacy_fdf.py').strip().splitlines()
-    # The v1 discriminator's count: test_models_deepprivacy (a second run here costs 30 s).
     assert out[-2:] == ['params[generator]=46924931', 'params[discriminator]=47149801']
+    v1 = run_summary('configs/deepprivacy_fdf.py', '--config.model.discriminator=v1')
+    assert v1.strip().splitlines()[-1] == 'params[discriminator]=45526361'

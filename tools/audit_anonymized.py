@@ -73,7 +73,7 @@ def format_report(result: audit.AuditResult, max_list: int = 200) -> str:
             f'{_fmt(t["identity_match_rate"], ".4f")} ({t["identity_matches"]} match, '
             f'{t["identity_no_match"]} no match, {t["identity_no_face_found"]} no face found; '
             f'{t["identity_within_threshold"]} within the distance threshold; '
-            f'{_fmt(t.get("identity_matches_by_chance"), ".2f")} matches expected by chance), '
+            f'{_fmt(t["identity_matches_by_chance"], ".2f")} matches expected by chance), '
             f'mean distance {_fmt(t["mean_identity_distance"])}, '
             f'{t["identity_no_face_in_original"]} not measurable (no face detected in the '
             f'original); not audited: {t["faces_below_min_face_px"]} small, '

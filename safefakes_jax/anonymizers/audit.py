@@ -395,10 +395,7 @@ def audit(
     by_method: dict[str, list[FaceRow]] = collections.defaultdict(list)
     for r in rows:
         by_method[r.method].append(r)
-    methods = {m: summarize_rows(rs) for m, rs in sorted(by_method.items())}
-    for t in methods.values():
-        found = t['identity_matches'] + t['identity_no_match']
-        t['identity_matches_by_chance'] = round(found / gallery, 3) if gallery else None
+    methods = {m: summarize_rows(rs, gallery) for m, rs in sorted(by_method.items())}
     if entries:
         task_method = {_key(t.name): t.method for t in tasks}
         grouped: dict[str, list[dict]] = collections.defaultdict(list)
@@ -422,7 +419,7 @@ def audit(
         'images_missing': len(missing),
         'manifest': bool(entries),
         'methods': methods,
-        'all': summarize_rows(rows),
+        'all': summarize_rows(rows, gallery),
         'input_counts': counts,
         'warnings': warnings,
         'seconds': round(seconds, 3),

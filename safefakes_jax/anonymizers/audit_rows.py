@@ -84,14 +84,16 @@ def _rate(n: int, total: int) -> float | None:
     return round(n / total, 6) if total else None
 
 
-def summarize_rows(rows: Sequence[FaceRow]) -> dict[str, Any]:
+def summarize_rows(rows: Sequence[FaceRow], gallery: int = 0) -> dict[str, Any]:
     """Totals over `rows`: faces per status, leak rate (leaks / audited faces) and leaks per
     rule (a face may fire several), mean changed share, mean absolute change and mean near-copy
     score of the audited faces, and the identity verdicts: `identity_faces` are the faces whose
     original face was detectable (measured), `identity_match_rate` = matches / those, with the
     `no_face_found` ones counted as not matching and listed apart, `identity_within_threshold`
     the faces within the distance threshold whatever their rank; faces whose original was not
-    detectable are `identity_no_face_in_original`."""
+    detectable are `identity_no_face_in_original`; `identity_matches_by_chance` = faces found
+    in both / `gallery` (the rank-1 matches of faces that kept no identity; None without a
+    gallery)."""
     status = collections.Counter(
         r.status.split(':')[0] if r.status.startswith(UNVERIFIED) else r.status for r in rows
     )
@@ -121,6 +123,9 @@ def summarize_rows(rows: Sequence[FaceRow]) -> dict[str, Any]:
         'identity_within_threshold': sum(
             r.identity_distance is not None and r.identity_distance < MATCH_THRESHOLD
             for r in audited
+        ),
+        'identity_matches_by_chance': (
+            round((verdicts['match'] + verdicts['no_match']) / gallery, 3) if gallery else None
         ),
         'identity_no_face_found': verdicts['no_face_found'],
         'identity_no_face_in_original': verdicts['no_face_in_original'],
