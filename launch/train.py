@@ -1,8 +1,8 @@
 r"""Trains a config's network: DSFD (the default) or a GAN anonymizer (`config.trainer`).
 
 DSFD trains on a config's (anonymized) WIDER FACE train split and is evaluated on val;
-DeepPrivacy (`configs/deepprivacy_*.py`) trains on face crops and is evaluated on held-out
-crops (`train/deepprivacy_trainer.py`).
+The GANs (`configs/deepprivacy_*.py`, `configs/ciagan_celeba.py`, `configs/sun2018_pipa.py`)
+train on face crops and are evaluated on held-out crops (`train/<trainer>_trainer.py`).
 
 Writes to `--workdir`: checkpoints/ (resumed automatically), config.json, TensorBoard events,
 predictions/<event>/<image>.txt (official format) and results.json (easy/medium/hard AP).
@@ -16,6 +16,8 @@ config_changes.json. Set-up errors (missing data, refused workdir, bad config) p
   python launch/train.py --config=configs/dsfd_blur.py --workdir=workdirs/dsfd_blur \
       --config.train.steps=15000
   python launch/train.py --config=configs/deepprivacy_fdf.py:smoke --workdir=/tmp/dp_smoke
+  python launch/train.py --config=configs/ciagan_celeba.py:smoke --workdir=/tmp/ciagan_smoke
+  python launch/train.py --config=configs/sun2018_pipa.py:smoke --workdir=/tmp/sun2018_smoke
 
 Multi-process (README, "Scaling out"): `--jax_distributed` alone lets
 `jax.distributed.initialize()` detect the cluster (TPU pod slice, SLURM, ...); elsewhere start
@@ -25,6 +27,7 @@ one process per host with the coordinator given explicitly, e.g. two processes o
       --num_processes=2 --process_id=0   # and --process_id=1 in a second shell
 """
 
+import importlib
 import os
 import sys
 
@@ -32,6 +35,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+# config.trainer -> safefakes_jax/train/<name>_trainer.py (`train_and_evaluate`).
+TRAINERS = ('detector', 'deepprivacy', 'ciagan', 'sun2018')
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file (path[:arg]).', lock_config=True
@@ -71,17 +77,15 @@ def main(argv):
         )
     jax.config.update('jax_threefry_partitionable', True)
 
-    from safefakes_jax.train import deepprivacy_trainer, detector_trainer
+    from safefakes_jax.train import detector_trainer
 
     config = _CONFIG.value
     trainer = config.get('trainer', 'detector')
     try:
-        if trainer == 'deepprivacy':
-            results = deepprivacy_trainer.train_and_evaluate(config, _WORKDIR.value)
-        elif trainer == 'detector':
-            results = detector_trainer.train_and_evaluate(config, _WORKDIR.value)
-        else:
-            raise ValueError(f'config.trainer={trainer!r}: not one of detector, deepprivacy')
+        if trainer not in TRAINERS:
+            raise ValueError(f'config.trainer={trainer!r}: not one of {", ".join(TRAINERS)}')
+        module = importlib.import_module(f'safefakes_jax.train.{trainer}_trainer')
+        results = module.train_and_evaluate(config, _WORKDIR.value)
     except (FileNotFoundError, ValueError, detector_trainer.AnonymizerUnavailableError) as e:
         # Set-up errors (ValueError covers checkpoints.WorkdirConfigError): one line, status 2.
         print('error: ' + ' '.join(str(e).split()), file=sys.stderr)
@@ -90,7 +94,7 @@ def main(argv):
         return
     if 'stopped_at' in results:
         print(f'stopped at step {results["stopped_at"]} (checkpoint saved; rerun to resume)')
-    elif trainer == 'deepprivacy':
+    elif trainer != 'detector':
         scores = ', '.join(
             f'{k} {v:.4f}' for k, v in results.items() if k.endswith(('_l1', '_l1_box'))
         )

@@ -7,7 +7,8 @@ r"""Prints the parameter overview of every network a config builds (shapes only,
 Networks are built with `jax.eval_shape` at the config's input size, so nothing is
 materialised (the full DSFD costs no memory). A DSFD config builds the detector,
 `DSFD(width=config.model.width if set, else 1.0, num_classes=2)` at `config.data.image_size`;
-a DeepPrivacy config (`config.trainer == 'deepprivacy'`) its generator and discriminator at
+a GAN config (`config.trainer`: deepprivacy, ciagan, sun2018) its networks (generator,
+discriminator; CIAGAN also its identity network) at
 `config.model.resolution` (`params[generator]=46924931` for the paper's).
 Output: a table per network (top-level blocks, PyTorch-style group names: `vgg`, `extras`,
 `fpn_fem`, `loc_pal1`, ...), the per-parameter table with `--per_param`, and last one line per
@@ -60,6 +61,13 @@ def networks(config: Any) -> dict[str, tuple[str, Any, Callable[[], Any]]]:
 
     from safefakes_jax.models import dsfd
 
+    trainer = _get(config, 'trainer', 'detector')
+    if trainer in ('ciagan', 'sun2018'):
+        import importlib
+
+        return importlib.import_module(f'safefakes_jax.train.{trainer}_trainer').summary_networks(
+            config
+        )
     if _get(config, 'trainer', 'detector') == 'deepprivacy':
         from safefakes_jax.train import deepprivacy_trainer
 

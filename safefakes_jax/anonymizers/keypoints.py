@@ -60,11 +60,14 @@ class KeypointResult:
       points: float32 [7, 3] `(x, y, visible)` in image pixels, or None.
       reason: why `points` is None (None when there are points).
       fit: how `dlib68` found them (`detection` or `box`); None for other sources.
+      landmarks68: float [68, 2] in image pixels when the source has them (`sidecar`,
+        `dlib68`: what CIAGAN and Sun2018 use), else None.
     """
 
     points: np.ndarray | None
     reason: str | None = None
     fit: str | None = None
+    landmarks68: np.ndarray | None = None
 
 
 class KeypointSource(abc.ABC):
@@ -168,11 +171,14 @@ class SidecarKeypoints(KeypointSource):
             if value is None:
                 out.append(KeypointResult(None, NOT_IN_SIDECAR))
             else:
+                where = f'{image_name or "image"} face {k}'
+                lm = entry.get('landmarks68')
                 out.append(
                     KeypointResult(
-                        landmarks_sidecar.check_keypoints7(
-                            value, f'{image_name or "image"} face {k}'
-                        )
+                        landmarks_sidecar.check_keypoints7(value, where),
+                        landmarks68=(
+                            None if lm is None else landmarks_sidecar.check_landmarks68(lm, where)
+                        ),
                     )
                 )
         return out
@@ -315,7 +321,9 @@ class Dlib68Keypoints(KeypointSource):
         shape = predictor(crop, best)
         lm = np.array([(p.x, p.y) for p in shape.parts()], np.float64)
         lm = (lm + 0.5) / (sx, sy) - 0.5 + (x0, y0)
-        return KeypointResult(landmarks68_to_keypoints7(lm, height, width), None, fit)
+        return KeypointResult(
+            landmarks68_to_keypoints7(lm, height, width), None, fit, lm.astype(np.float32)
+        )
 
 
 # --------------------------------------------------------------------------- coco_json

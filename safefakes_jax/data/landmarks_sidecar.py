@@ -42,6 +42,17 @@ def check_keypoints7(value: Any, where: str) -> np.ndarray:
     return np.where(p[:, 2:] > 0, out, 0.0).astype(np.float32)
 
 
+def check_landmarks68(value: Any, where: str) -> np.ndarray:
+    """float32 [68, 2] `(x, y)` in image pixels; ValueError naming `where`."""
+    try:
+        p = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f'{where}: landmarks68 are not a numeric [68, 2] array') from None
+    if p.shape != (68, 2) or not np.all(np.isfinite(p)) or np.abs(p).max() > 1e6:
+        raise ValueError(f'{where}: landmarks68 must be finite [68, 2] (x, y), got {p.shape}')
+    return p.astype(np.float32)
+
+
 def relative_path(split: str) -> str:
     """The sidecar's path relative to the WIDER root: `landmarks/<split>.jsonl`."""
     if split not in wider.SPLITS:
