@@ -19,7 +19,8 @@ clipped part. Conventional methods have no minimum size: they anonymize every bo
 
 Records (one string per annotated box, in annotation order):
 
-* `anonymized`: the method replaced the face.
+* `anonymized`: the method replaced the face; `anonymized:<note>` when it did so in a reduced
+  way the manifest should show (Sun2018 without landmarks: `anonymized:no_landmarks`).
 * `skipped:<reason>`: the box was left alone (reasons above, or a method's own, e.g.
   pixelation of a box no larger than its cells, which would be the identity).
 * `fallback:<reason>`: the method could not handle the face, so the box was blacked out
@@ -55,6 +56,13 @@ OUTSIDE_IMAGE = 'skipped:outside_image'
 BELOW_MIN_FACE_PX = 'skipped:below_min_face_px'
 UNCHANGED = 'fallback:unchanged'
 _PREFIXES = ('skipped:', 'fallback:')
+ANONYMIZED_NOTE = 'anonymized:'
+
+
+def is_anonymized(record: str) -> bool:
+    """Whether a face record says the method replaced the face (`anonymized[:<note>]`)."""
+    return record == ANONYMIZED or record.startswith(ANONYMIZED_NOTE)
+
 
 # Modules whose import registers the built-in methods; imported on the first name lookup so
 # that heavy methods (GANs: JAX models) load only when asked for.
@@ -298,14 +306,14 @@ class Anonymizer(abc.ABC):
             blackout(out, face)
             return f'fallback:error:{type(e).__name__}'
         if not isinstance(status, str) or (
-            status != ANONYMIZED and not status.startswith(_PREFIXES)
+            not is_anonymized(status) and not status.startswith(_PREFIXES)
         ):
             blackout(out, face)
             return 'fallback:error:bad_record'
         if status.startswith('fallback:'):
             blackout(out, face)  # Whatever the method left there.
         elif (
-            status == ANONYMIZED
+            is_anonymized(status)
             and self.check_unchanged
             and np.array_equal(out[face.region], original[face.region])
         ):

@@ -351,7 +351,7 @@ def run(
                 if entry['status'] == 'ok':
                     summary.processed += 1
                     faces_done += sum(
-                        r == base.ANONYMIZED or r.startswith('fallback:') for r in entry['faces']
+                        base.is_anonymized(r) or r.startswith('fallback:') for r in entry['faces']
                     )
             partial.flush()
             bar.update(len(results))
