@@ -11,6 +11,19 @@ Progressive-GAN style layers as DeepPrivacy uses them (`../shared/reference/gan_
 * `keypoint_maps`: the one-hot keypoint maps of DP `generate_pose_channel_images`.
 * `upsample_nearest` (x2) and `avg_pool` (2x2, stride 2).
 
+CIAGAN's layers (`dvl-tum/ciagan` `source/arch/arch_unet_flex.py`, reference §2):
+
+* `SNConv`: `ConvLayer`, a reflection pad then a convolution under PyTorch's
+  `nn.utils.spectral_norm`, with PyTorch's semantics: the state holds `u` [O] and `v`
+  [I * kh * kw] (in the order of `weight.reshape(O, -1)` of the OIHW weight) in `batch_stats`;
+  training runs one power iteration (`v = normalize(W^T u)`, `u = normalize(W v)`, eps 1e-12,
+  no gradient through them) and stores them; evaluation uses the stored `u` and `v` as they
+  are; both divide the kernel by `sigma = u . (W v)`. `flax.linen.SpectralNorm` is not used:
+  it runs a power iteration on every call, evaluation included, and keeps no `v`, so it cannot
+  reproduce a PyTorch checkpoint's outputs.
+* `instance_norm`: `nn.InstanceNorm2d(affine=True)`: per sample and channel over H and W,
+  biased variance, eps 1e-5, the same in training and evaluation.
+
 Modules have a compute `dtype` (e.g. bfloat16); parameters are always float32.
 """
 
@@ -182,3 +195,69 @@ def masked_condition(images: jax.Array, boxes: jax.Array) -> tuple[jax.Array, ja
     real = images.astype(jnp.float32) / 127.5 - 1.0
     mask = box_mask(boxes, real.shape[1])
     return real, mask, real * (1.0 - mask)
+
+
+def torch_default_init(scale: float = 1.0 / 3.0) -> Any:
+    """PyTorch's default conv / linear kernel init, U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    (`kaiming_uniform_(a=sqrt(5))`), as a Flax initializer."""
+    return nn.initializers.variance_scaling(scale, 'fan_in', 'uniform')
+
+
+def _l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+    return x / jnp.maximum(jnp.linalg.norm(x), eps)  # torch.nn.functional.normalize.
+
+
+class SNConv(nn.Module):
+    """CIAGAN's `ConvLayer`: reflection pad, then a spectral-normalised convolution (module
+    docstring), stride 1.
+
+    Attributes:
+        features: output channels.
+        kernel_size: square kernel side; the pad is `kernel_size // 2` on every side.
+        kernel_init: init of the (unnormalised) kernel, HWIO.
+        bias_init: init of the bias.
+        dtype: compute dtype; parameters and the spectral-norm state are float32.
+    """
+
+    features: int
+    kernel_size: int = 3
+    kernel_init: Any = nn.initializers.glorot_normal()
+    bias_init: Any = nn.initializers.constant(0.01)
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, update_stats: bool = False) -> jax.Array:
+        """Convolves [N, H, W, I]; `update_stats` runs and stores the power iteration."""
+        k, in_ch, out = self.kernel_size, x.shape[-1], self.features
+        kernel = self.param('kernel', self.kernel_init, (k, k, in_ch, out), jnp.float32)
+        bias = self.param('bias', self.bias_init, (out,), jnp.float32)
+
+        def unit(shape):  # PyTorch: normalize(randn), drawn once at init.
+            return lambda: _l2_normalize(jax.random.normal(self.make_rng('params'), shape))
+
+        u = self.variable('batch_stats', 'u', unit((out,)))
+        v = self.variable('batch_stats', 'v', unit((in_ch * k * k,)))
+        w = jnp.transpose(kernel, (3, 2, 0, 1)).reshape(out, -1)  # PyTorch's weight_mat.
+        u_vec, v_vec = u.value, v.value
+        if update_stats and not self.is_initializing():
+            w_sg = jax.lax.stop_gradient(w)
+            v_vec = _l2_normalize(w_sg.T @ u_vec)
+            u_vec = _l2_normalize(w_sg @ v_vec)
+            u.value, v.value = u_vec, v_vec
+        sigma = jnp.dot(u_vec, w @ v_vec)
+        pad = k // 2
+        if pad:
+            x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='reflect')
+        y = jax.lax.conv_general_dilated(
+            x.astype(self.dtype),
+            (kernel / sigma).astype(self.dtype),
+            window_strides=(1, 1),
+            padding='VALID',
+            dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+        )
+        return y + bias.astype(self.dtype)
+
+
+def instance_norm(name: str, dtype: Any = jnp.float32) -> nn.Module:
+    """`nn.InstanceNorm2d(c, affine=True)`: params `scale` (PyTorch `weight`) and `bias`."""
+    return nn.InstanceNorm(epsilon=1e-5, use_fast_variance=False, dtype=dtype, name=name)
