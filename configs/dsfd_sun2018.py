@@ -1,10 +1,15 @@
-"""DSFD (VGG16) trained on WIDER FACE anonymized by the `sun2018` GAN (paper Fig. 4).
+r"""DSFD (VGG16) trained on WIDER FACE anonymized by the `sun2018` GAN (paper Fig. 4).
 
-The sun2018 anonymizer does not exist in safefakes_jax yet: `launch/train.py` with this config
-stops before compiling and says so (it never trains on original faces instead). Once the
-anonymizer exists:
+Train the generator, then make the anonymized set (a missing set stops the run before
+compiling, naming the command; it never trains on original faces instead):
+  python launch/train.py --config=configs/sun2018_pipa.py --workdir=workdirs/sun2018_pipa
   python launch/anonymize.py --config=configs/anonymize/sun2018.py
   python launch/train.py --config=configs/dsfd_sun2018.py --workdir=workdirs/dsfd_sun2018
+On the synthetic set (the smoke Sun2018 exports workdirs/sun2018_pipa_smoke/generator):
+  python launch/train.py --config=configs/sun2018_pipa.py:smoke \
+      --workdir=workdirs/sun2018_pipa_smoke
+  python launch/anonymize.py --config=configs/anonymize/sun2018.py:smoke
+  python launch/train.py --config=configs/dsfd_sun2018.py:smoke --workdir=/tmp/dsfd_sun2018
 Args (`:smoke`, `:steps=7500`, `:paper`, `:seed=1`): see dsfd_base.py.
 """
 

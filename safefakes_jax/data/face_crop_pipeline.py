@@ -12,6 +12,9 @@ Batches are dicts of fixed-shape arrays (B = the per-host batch, R = `resolution
   pixel 0 is `0.5 / S`; the value is the same at every resolution). NaN for absent points.
   Visible points outside the crop (shoulders) keep values outside [0, 1]; DeepPrivacy drops
   them when it draws its pose maps.
+* `landmarks68` (only with `landmarks68=True`, for Sun2018): float32 [B, 68, 2], the crop's
+  68 landmarks normalised as the keypoints (`(x_pixel + 0.5) / S`), NaN where absent (FDF has
+  none: `fdf.read_fdf` gives NaN).
 * `position`: int64 [B], the example's stream position (-1 for padding).
 * `index`: int64 [B], the example's row in `crops` (-1 for padding).
 * `valid`: bool [B], False for padding (evaluation only; always True in training).
@@ -40,6 +43,10 @@ Augmentation follows DeepPrivacy v1 (hukkelas/DeepPrivacy at 3516f6f,
 2. Horizontal flip with p = 0.5: the image mirrored, `x1' = R - x2, x2' = R - x1`, keypoints
    `x' = 1 - x` (the mirror of a pixel centre under the convention above) **without** swapping
    the left/right keypoint channels (so the v1 checkpoints' pose channels keep their meaning).
+   The 68 landmarks (when asked for) are mirrored the same way, `x' = 1 - x`, and their indices
+   permuted by `LANDMARKS68_MIRROR` (jaw 0 <-> 16, eye 36 <-> 45, ...), so that each of
+   Sun2018's landmark maps keeps its facial meaning (our choice; nothing to stay compatible
+   with).
 
 DP-v2 (`configs/fdf/base.py`) keeps only the flip; `box_jitter=0` gives that. Deviations: the
 1 px minimum (v1 leaves an empty box empty, which valid crops never produce); FDF's own
@@ -75,8 +82,26 @@ tfds_wider.hide_gpus_from_tf()
 
 NUM_KEYPOINTS = 7
 DP_V1_BOX_JITTER = 0.02
+NUM_LANDMARKS = 68
 _FIELDS = ('image', 'box', 'keypoints', 'position', 'index', 'valid')
 _DTYPES = (tf.uint8, tf.int32, tf.float32, tf.int64, tf.int64, tf.bool)
+
+
+def _landmarks68_mirror() -> tuple[int, ...]:
+    """dlib's 68-point index of each landmark's mirror image (an involution)."""
+    perm = list(range(NUM_LANDMARKS))
+    pairs = [(i, 16 - i) for i in range(8)]  # Jaw.
+    pairs += [(17 + i, 26 - i) for i in range(5)]  # Eyebrows.
+    pairs += [(31, 35), (32, 34)]  # Lower nose (the bridge 27-30 and 33 stay).
+    pairs += [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]  # Eyes.
+    pairs += [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]  # Outer lips.
+    pairs += [(60, 64), (61, 63), (65, 67)]  # Inner lips.
+    for a, b in pairs:
+        perm[a], perm[b] = b, a
+    return tuple(perm)
+
+
+LANDMARKS68_MIRROR = _landmarks68_mirror()
 
 
 def host_rows(num_examples: int, process_index: int, process_count: int) -> np.ndarray:
@@ -132,6 +157,18 @@ def flip_example(
     return image[:, ::-1], box, keypoints
 
 
+def flip_landmarks68(landmarks: np.ndarray) -> np.ndarray:
+    """Mirrors normalised [68, 2] landmarks: `x' = 1 - x`, indices by `LANDMARKS68_MIRROR`."""
+    out = np.asarray(landmarks)[list(LANDMARKS68_MIRROR)].copy()
+    out[:, 0] = 1.0 - out[:, 0]
+    return out
+
+
+def normalised_landmarks68(landmarks68: np.ndarray, size: int) -> np.ndarray:
+    """float32 [..., 68, 2] `(x + 0.5) / size` of crop-pixel landmarks; NaN stays NaN."""
+    return ((np.asarray(landmarks68, np.float64) + 0.5) / size).astype(np.float32)
+
+
 def _resize(image: np.ndarray, resolution: int) -> np.ndarray:
     if image.shape[0] == resolution:
         return image
@@ -142,8 +179,11 @@ def _resize(image: np.ndarray, resolution: int) -> np.ndarray:
 class _Examples:
     """The examples of one host as a pure function of their stream positions."""
 
-    def __init__(self, crops, rows, resolution, seed, process_index, train, flip, box_jitter):
+    def __init__(
+        self, crops, rows, resolution, seed, process_index, train, flip, box_jitter, landmarks68
+    ):
         self.images, self.boxes, self.keypoints7 = crops.images, crops.boxes, crops.keypoints7
+        self.landmarks68 = crops.landmarks68 if landmarks68 else None
         self.size = crops.images.shape[1]
         self.rows, self.resolution = rows, resolution
         self.seed, self.process_index = seed, process_index
@@ -181,8 +221,13 @@ class _Examples:
         rows = index[valid]
         boxes = scaled_boxes(self.boxes[rows], self.size, r)
         kps = normalised_keypoints(self.keypoints7[rows], self.size)
+        lms = landmarks = None
+        if self.landmarks68 is not None:
+            landmarks = np.full((b, NUM_LANDMARKS, 2), np.nan, np.float32)
+            lms = normalised_landmarks68(self.landmarks68[rows], self.size)
         for k, i in enumerate(np.flatnonzero(valid)):
             img, bx, kp = _resize(self.images[rows[k]], r), boxes[k], kps[k]
+            lm = None if lms is None else lms[k]
             if self.train:
                 rng = np.random.default_rng([self.seed, self.process_index, int(positions[i])])
                 shrink = rng.uniform(-self.box_jitter, self.box_jitter)
@@ -191,9 +236,13 @@ class _Examples:
                     bx = jitter_box(bx, shrink, r)
                 if self.flip and do_flip:
                     img, bx, kp = flip_example(img, bx, kp)
+                    lm = None if lm is None else flip_landmarks68(lm)
             image[i], box[i], keypoints[i] = img, bx, kp
+            if lm is not None:
+                landmarks[i] = lm
         position = np.where(valid, np.asarray(positions, np.int64), -1)
-        return image, box, keypoints, position, index, valid
+        out = (image, box, keypoints, position, index, valid)
+        return out if landmarks is None else (*out, landmarks)
 
 
 def _check_crops(crops: face_crops.FaceCrops) -> None:
@@ -219,12 +268,16 @@ def _options() -> tf.data.Options:
 
 
 def _to_dict(positions, *, examples: _Examples, batch_size: int) -> dict:
-    outs = tf.numpy_function(examples.batch, [positions], list(_DTYPES), stateful=False)
+    fields, dtypes = _FIELDS, _DTYPES
     r = examples.resolution
     shapes = ([r, r, 3], [4], [NUM_KEYPOINTS, 2], [], [], [])
+    if examples.landmarks68 is not None:
+        fields, dtypes = (*fields, 'landmarks68'), (*dtypes, tf.float32)
+        shapes = (*shapes, [NUM_LANDMARKS, 2])
+    outs = tf.numpy_function(examples.batch, [positions], list(dtypes), stateful=False)
     return {
         name: tf.ensure_shape(t, [batch_size, *shape])
-        for name, t, shape in zip(_FIELDS, outs, shapes, strict=True)
+        for name, t, shape in zip(fields, outs, shapes, strict=True)
     }
 
 
@@ -240,6 +293,7 @@ def make_gan_dataset(
     process_count: int | None = None,
     flip: bool = True,
     box_jitter: float = DP_V1_BOX_JITTER,
+    landmarks68: bool = False,
 ) -> tf.data.Dataset:
     """The face-crop pipeline of one host (module docstring for the batch contract).
 
@@ -257,6 +311,7 @@ def make_gan_dataset(
       process_count: number of hosts (default `jax.process_count()`).
       flip: training: DP-v1's horizontal flip with p = 0.5.
       box_jitter: training: DP-v1's box jitter fraction (0.02; 0 turns it off, as DP-v2).
+      landmarks68: also yield `landmarks68` (read from `crops.landmarks68`; Sun2018).
 
     Returns:
       A `tf.data.Dataset` of dicts with static shapes (`as_numpy_batches` iterates it).
@@ -276,9 +331,14 @@ def make_gan_dataset(
     if not train and start_position:
         raise ValueError('start_position is for the training stream; evaluation always starts at 0')
     rows = host_rows(len(crops), pi, pc)
+    if landmarks68 and crops.landmarks68.shape != (len(crops), NUM_LANDMARKS, 2):
+        raise ValueError(
+            f'crops.landmarks68 must be [{len(crops)}, 68, 2], got {crops.landmarks68.shape}'
+        )
     examples = _Examples(
-        crops, rows, resolution, seed, pi, bool(train), bool(flip), float(box_jitter)
-    )
+        crops, rows, resolution, seed, pi, bool(train), bool(flip), float(box_jitter),
+        bool(landmarks68),
+    )  # fmt: skip
     if train:
         if not len(rows):
             raise ValueError(f'host {pi} of {pc} has no examples ({len(crops)} crops)')

@@ -6,6 +6,10 @@ and compiles `generate(params, image, box, keypoints) -> (fake, real, mask, cond
 network's output with z = 0 (as at anonymization time) and the real crop, both in [0, 1]
 NHWC, the box mask, and the condition (box zeroed, in [-1, 1]).
 
+A generator with an `inpaint(image, box, points)` method (Sun2018: its black-out condition)
+is run through it instead, and one with `points_input = 'landmarks68'` gets the crops' 68
+landmarks as the batches' `keypoints` (the generator's points input, whatever it is).
+
 `MetricEvaluator` is the base of the metric evaluators (`ssim`, `lpips`, `fid`, `identity`):
 they compare the generated face pasted into its box (`np.where(mask, fake, real)`, what the
 anonymizer writes) with the real crop, on the EMA params.
@@ -29,6 +33,7 @@ def build(context: Context, network: str, num_faces: int, batch_size: int):
     """(numpy batches, compiled generate, number of faces) (module docstring)."""
     config = context.config
     model = context.models[network]
+    landmarks = getattr(model, 'points_input', 'keypoints') == 'landmarks68'
     crops = face_crops.load_split(config.data.source, config.data.val, 'val')
     crops = face_crops.subset(crops, min(num_faces, len(crops)), seed=0, shuffle=False)
     ds = face_crop_pipeline.make_gan_dataset(
@@ -39,16 +44,26 @@ def build(context: Context, network: str, num_faces: int, batch_size: int):
         train=False,
         process_index=0,
         process_count=1,
+        landmarks68=landmarks,
     )
 
     @jax.jit
     def generate(params, image, box, keypoints):
+        if hasattr(model, 'inpaint'):
+            out, real, mask, condition = model.apply(
+                {'params': params}, image, box, keypoints, method='inpaint'
+            )
+            return (jnp.clip(out, -1.0, 1.0) + 1.0) / 2.0, (real + 1.0) / 2.0, mask, condition
         real, mask, condition = gan_layers.masked_condition(image, box)
         z = jnp.zeros((real.shape[0], *deepprivacy.Z_SHAPE), jnp.float32)
         out = model.apply({'params': params}, condition, keypoints, z).astype(jnp.float32)
         return (jnp.clip(out, -1.0, 1.0) + 1.0) / 2.0, (real + 1.0) / 2.0, mask, condition
 
-    return list(face_crop_pipeline.as_numpy_batches(ds)), generate, len(crops)
+    batches = list(face_crop_pipeline.as_numpy_batches(ds))
+    if landmarks:
+        for batch in batches:
+            batch['keypoints'] = batch.pop('landmarks68')
+    return batches, generate, len(crops)
 
 
 class MetricEvaluator:

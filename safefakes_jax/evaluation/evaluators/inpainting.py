@@ -1,4 +1,4 @@
-"""`inpainting`: how well a DeepPrivacy generator fills held-out face boxes.
+"""`inpainting`: how well a GAN generator (DeepPrivacy, Sun2018) fills held-out face boxes.
 
 On the first `num_faces` crops of the val split (`config.data`, the same source as training,
 no augmentation), the network's EMA params generate the face with z = 0 (as at anonymization
@@ -49,11 +49,16 @@ _KEYPOINT_COLOURS = (
 
 
 def draw_keypoints(image: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
-    """A copy of `image` (uint8 HWC) with the normalised [7, 2] keypoints as dots (NaN: none)."""
+    """A copy of `image` (uint8 HWC) with the normalised [7, 2] keypoints as dots (NaN: none);
+    other point counts (Sun2018's 68 landmarks) are drawn 1 px, all in one colour."""
     out = np.ascontiguousarray(image).copy()
     size = out.shape[0]
-    radius = max(1, size // 48)
-    for (x, y), colour in zip(np.asarray(keypoints), _KEYPOINT_COLOURS, strict=True):
+    points = np.asarray(keypoints)
+    if len(points) == len(_KEYPOINT_COLOURS):
+        radius, colours = max(1, size // 48), _KEYPOINT_COLOURS
+    else:
+        radius, colours = 0, [(0, 255, 0)] * len(points)
+    for (x, y), colour in zip(points, colours, strict=True):
         if np.isfinite(x) and np.isfinite(y):
             cv2.circle(out, (int(x * size), int(y * size)), radius, colour, -1)
     return out
