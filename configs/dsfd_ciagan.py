@@ -1,10 +1,15 @@
-"""DSFD (VGG16) trained on WIDER FACE anonymized by the `ciagan` GAN (paper Fig. 4).
+r"""DSFD (VGG16) trained on WIDER FACE anonymized by the `ciagan` GAN (paper Fig. 4).
 
-The ciagan anonymizer does not exist in safefakes_jax yet: `launch/train.py` with this config
-stops before compiling and says so (it never trains on original faces instead). Once the
-anonymizer exists:
+Train the generator (or convert the original's), make the anonymized set, train DSFD (a missing
+set stops the run before compiling, naming the command; it never trains on original faces):
+  python launch/train.py --config=configs/ciagan_celeba.py --workdir=workdirs/ciagan_celeba
   python launch/anonymize.py --config=configs/anonymize/ciagan.py
   python launch/train.py --config=configs/dsfd_ciagan.py --workdir=workdirs/dsfd_ciagan
+On the synthetic set (the smoke CIAGAN exports workdirs/ciagan_celeba_smoke/generator):
+  python launch/train.py --config=configs/ciagan_celeba.py:smoke \
+      --workdir=workdirs/ciagan_celeba_smoke
+  python launch/anonymize.py --config=configs/anonymize/ciagan.py:smoke
+  python launch/train.py --config=configs/dsfd_ciagan.py:smoke --workdir=workdirs/dsfd_ciagan
 Args (`:smoke`, `:steps=7500`, `:paper`, `:seed=1`): see dsfd_base.py.
 """
 

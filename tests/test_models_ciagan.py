@@ -1,11 +1,17 @@
 """CIAGAN's networks: sizes, the PyTorch mapping and every layer against a numpy forward pass."""
 
+import os
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from safefakes_jax.models import ciagan, gan_layers, siamese_resnet
+from safefakes_jax.models import ciagan, gan_layers, siamese_resnet, torch_import
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'tools'))
+import convert_torch_weights  # noqa: E402
 
 
 def _count(tree) -> int:
@@ -217,3 +223,32 @@ def test_contrastive_loss_hand_case():
     same = jnp.array([1.0, 0.0])
     # Pair 0: 0.5 * d^2 = 1.0; pair 1: 0.5 * (3 - 1)^2 = 2.0.
     np.testing.assert_allclose(siamese_resnet.contrastive_loss(a, b, same), 1.5, rtol=1e-6)
+
+
+def test_convert_tool_imports_a_ciagan_state_dict(tmp_path, capsys):
+    nc, r, w = 7, 32, 0.125
+    sd = _random_state_dict(nc, r, w, seed=3)
+    src = tmp_path / 'modelG.npz'
+    np.savez(src, **sd)
+    out = tmp_path / 'ciagan'
+    assert (
+        convert_torch_weights.main(
+            ['--format=ciagan', f'--src={src}', f'--out={out}', f'--width={w}']
+        )
+        == 0
+    )
+    assert 'ciagan' in capsys.readouterr().out
+    info = torch_import.load_conversion_info(out)
+    assert (info['format'], info['num_classes'], info['resolution']) == ('ciagan', nc, r)
+    loaded = torch_import.load_converted(out)
+    direct = ciagan.params_from_torch_state_dict(sd, nc, r, w)
+    assert jax.tree.all(jax.tree.map(np.array_equal, loaded, direct))
+    del sd['res2.conv1.conv2d.weight_v']
+    np.savez(src, **sd)
+    assert (
+        convert_torch_weights.main(
+            ['--format=ciagan', f'--src={src}', f'--out={tmp_path / "bad"}', f'--width={w}']
+        )
+        == 2
+    )
+    assert 'missing res2.conv1.conv2d.weight_v' in capsys.readouterr().err

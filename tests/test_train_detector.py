@@ -166,13 +166,13 @@ def test_gan_configs_stop_before_compiling(tmp_path, dataset):
     mod = __import__(f'configs.dsfd_{dataset}', fromlist=['get_config'])
     config = mod.get_config('smoke')
     config.data.train_root = str(tmp_path / f'nowhere_{dataset}')
-    if dataset == 'deepprivacy':  # It exists: a missing set names the anonymize command.
-        error, match = FileNotFoundError, 'configs/anonymize/deepprivacy.py'
-    else:
-        error, match = detector_trainer.AnonymizerUnavailableError, 'does not exist yet'
-    with pytest.raises(error, match=match):
+    # Every GAN exists: a missing set names its anonymize command.
+    with pytest.raises(FileNotFoundError, match=f'configs/anonymize/{dataset}.py'):
         detector_trainer.train_and_evaluate(config, str(tmp_path))
     assert not os.path.exists(tmp_path / 'checkpoints')
+    config.dataset = 'not_a_method'
+    with pytest.raises(detector_trainer.AnonymizerUnavailableError, match='does not exist yet'):
+        detector_trainer.train_and_evaluate(config, str(tmp_path))
 
 
 def test_missing_anonymized_folder_names_it_and_the_command(roots, tmp_path):
@@ -216,6 +216,7 @@ def test_launch_script_reports_the_missing_anonymizer(tmp_path):
             sys.executable,
             'launch/train.py',
             '--config=configs/dsfd_ciagan.py:smoke',
+            '--config.dataset=not_a_method',
             f'--workdir={tmp_path}',
         ],
         cwd=REPO,
@@ -225,7 +226,7 @@ def test_launch_script_reports_the_missing_anonymizer(tmp_path):
         env=dict(os.environ, JAX_PLATFORMS='cpu'),
     )
     assert proc.returncode == 2
-    assert 'ciagan anonymizer does not exist yet' in proc.stderr
+    assert 'not_a_method anonymizer does not exist yet' in proc.stderr
 
 
 def test_init_from_converted_checkpoint_replaces_the_params_it_holds(tmp_path):

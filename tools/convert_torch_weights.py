@@ -1,4 +1,4 @@
-r"""Converts PyTorch DSFD / VGG16 / DeepPrivacy / FID Inception weights (.pth, .ckpt, .npz) to Flax.
+r"""Converts PyTorch DSFD / VGG16 / DeepPrivacy / CIAGAN / FID Inception weights to Flax.
 
   python tools/convert_torch_weights.py --format=dsfd_vgg --src=WIDERFace_DSFD_vgg.pth \
       --out=pretrained/dsfd_vgg
@@ -7,6 +7,7 @@ r"""Converts PyTorch DSFD / VGG16 / DeepPrivacy / FID Inception weights (.pth, .
 
   python tools/convert_torch_weights.py --format=deepprivacy_v1 --src=checkpoint.ckpt \
       --out=pretrained/deepprivacy_v1
+  python tools/convert_torch_weights.py --format=ciagan --src=modelG.pth --out=pretrained/ciagan
   python tools/convert_torch_weights.py --format=fid_inception \
       --src=pt_inception-2015-12-05-6726825d.pth --out=pretrained/fid_inception
 
@@ -22,6 +23,11 @@ Formats:
                    EMA generator; the 64 generator tensors, or an .npz of those keys) becomes
                    the params of `models.deepprivacy.Generator()` (128 x 128); the
                    `deepprivacy` anonymizer loads the folder (`anonymizer.params=OUT`).
+  ciagan           a CIAGAN generator state dict (`torch.save(generator.state_dict())` of
+                   dvl-tum/ciagan, 248 keys with the spectral-norm `weight_orig`, `weight_u`,
+                   `weight_v`): the variables {'params', 'batch_stats'} of
+                   `models.ciagan.Generator` (identities and resolution read from the keys);
+                   the `ciagan` anonymizer loads the folder (`anonymizer.params=OUT`).
   fid_inception    pytorch-fid's FID Inception (`pt_inception-2015-12-05-*.pth`, the
                    torchvision-style names and its unused fc, or the state dict of
                    pytorch-fid's `InceptionV3` wrapper, `blocks.*`): the variables of
@@ -53,6 +59,13 @@ def _count(params) -> int:
     import jax
 
     return sum(int(x.size) for x in jax.tree.leaves(params))
+
+
+def _ciagan_size(state_dict) -> dict:
+    from safefakes_jax.models import ciagan
+
+    num_classes, resolution = ciagan.size_of_state_dict(state_dict)
+    return {'num_classes': num_classes, 'resolution': resolution}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     order = args.channel_order or torch_import.DEFAULT_CHANNEL_ORDER[args.format]
     try:
         dp = args.format == 'deepprivacy_v1'  # A whole checkpoint: the EMA generator in it.
-        fid = args.format == 'fid_inception'  # Variables: params and BatchNorm statistics.
+        # Variables: params and BatchNorm statistics (FID) or spectral-norm vectors (CIAGAN).
+        fid = args.format in ('fid_inception', 'ciagan')
         state_dict = torch_import.read_state_dict(args.src, unwrap=not dp)
         params = torch_import.convert_state_dict(state_dict, args.format, args.width, order)
         info = {
@@ -101,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             'num_params': _count(params['params'] if fid else params),
             'partial': args.format == 'vgg16_reducedfc',
             **({'resolution': 128} if dp else {}),
+            **(_ciagan_size(state_dict) if args.format == 'ciagan' else {}),
             'created': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
         }
         torch_import.save_converted(args.out, params, info, force=args.force)

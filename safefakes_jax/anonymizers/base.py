@@ -69,6 +69,8 @@ def is_anonymized(record: str) -> bool:
 BUILTIN_MODULES: list[str] = [
     'safefakes_jax.anonymizers.conventional',
     'safefakes_jax.anonymizers.deepprivacy',
+    'safefakes_jax.anonymizers.ciagan',
+    'safefakes_jax.anonymizers.sun2018',
 ]
 
 # Per-face keypoints: e.g. {'keypoints7': float [7, 3] (x, y, visible),

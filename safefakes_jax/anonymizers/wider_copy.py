@@ -149,12 +149,13 @@ def load_keypoints(
             if f is None or list(f.get('box', [])) != box.tolist():
                 per_face.append(None)
             else:
-                per_face.append(
-                    {
-                        key: np.asarray(f[key], np.float32)
-                        for key in ('keypoints7', 'landmarks68')
-                        if key in f
-                    }
-                )
+                entry = {
+                    key: np.asarray(f[key], np.float32)
+                    for key in ('keypoints7', 'landmarks68')
+                    if key in f
+                }
+                if isinstance(f.get('identity'), int):  # CIAGAN's `identity='next'`.
+                    entry['identity'] = f['identity']
+                per_face.append(entry)
         out.append(per_face)
     return out

@@ -342,6 +342,24 @@ def params_from_torch_state_dict(
     return traverse_util.unflatten_dict(flat)
 
 
+def size_of_state_dict(sd: Mapping[str, Any]) -> tuple[int, int]:
+    """(num_classes, resolution) of an original generator state dict: the one-hot size from
+    `encode_one_hot.0.weight`, the resolution from its encoder levels (`conv0` .. `conv4`).
+
+    Raises:
+        ValueError: a state dict without those keys.
+    """
+    keys = {k[len('module.') :] if k.startswith('module.') else k for k in sd}
+    first = 'encode_one_hot.0.weight'
+    if first not in keys:
+        raise ValueError(f'not a CIAGAN generator state dict: no {first}')
+    value = sd.get(first, sd.get(f'module.{first}'))
+    n_levels = sum(f'conv{j}.conv_r1.conv2d.weight_orig' in keys for j in range(5))
+    if not 2 <= n_levels <= 5:
+        raise ValueError('not a CIAGAN generator state dict: no encoder blocks conv0..conv4')
+    return int(np.shape(value)[1]), 4 * 2**n_levels
+
+
 def params_to_torch_state_dict(
     variables: Mapping[str, Any],
     num_classes: int = NUM_CLASSES,

@@ -48,7 +48,7 @@ from flax import traverse_util
 from safefakes_jax.models import dsfd
 from safefakes_jax.models.vgg import TORCH_INDEX
 
-FORMATS = ('dsfd_vgg', 'vgg16_reducedfc', 'deepprivacy_v1', 'fid_inception')
+FORMATS = ('dsfd_vgg', 'vgg16_reducedfc', 'deepprivacy_v1', 'fid_inception', 'ciagan')
 CHANNEL_ORDERS = ('rgb', 'bgr')
 # Channel order the source weights expect when `--channel_order` is not given.
 DEFAULT_CHANNEL_ORDER = {
@@ -56,6 +56,7 @@ DEFAULT_CHANNEL_ORDER = {
     'vgg16_reducedfc': 'bgr',
     'deepprivacy_v1': 'rgb',
     'fid_inception': 'rgb',
+    'ciagan': 'rgb',
 }
 CHECKPOINT_SUBDIR = 'checkpoint'
 INFO_FILE = 'conversion.json'
@@ -237,7 +238,8 @@ def convert_state_dict(
             (`models.deepprivacy.state_dict_from_checkpoint` takes the EMA generator out).
         fmt: 'dsfd_vgg' (full params), 'vgg16_reducedfc' (`{'vgg': ...}` only),
             'deepprivacy_v1' (the DeepPrivacy generator's params) or 'fid_inception'
-            (`models.inception.FIDInception`'s `{'params', 'batch_stats'}`).
+            (`models.inception.FIDInception`'s `{'params', 'batch_stats'}`) or 'ciagan' (the
+            CIAGAN generator's `{'params', 'batch_stats'}`, its size read from the keys).
         width: channel multiplier of the target model.
         channel_order: channel order the source weights expect, 'rgb' or 'bgr'
             (None: `DEFAULT_CHANNEL_ORDER[fmt]`); 'bgr' flips the first conv's inputs.
@@ -260,6 +262,16 @@ def convert_state_dict(
             sd = deepprivacy.state_dict_from_checkpoint(state_dict)
             return deepprivacy.params_from_torch_state_dict(sd, width=width)
         except (ValueError, AttributeError) as e:
+            raise ConversionError(str(e)) from e
+    if fmt == 'ciagan':
+        from safefakes_jax.models import ciagan
+
+        if channel_order != 'rgb':
+            raise ConversionError('CIAGAN weights take RGB input (--channel_order rgb)')
+        try:
+            num_classes, resolution = ciagan.size_of_state_dict(state_dict)
+            return ciagan.params_from_torch_state_dict(state_dict, num_classes, resolution, width)
+        except ValueError as e:
             raise ConversionError(str(e)) from e
     if fmt == 'fid_inception':
         from safefakes_jax.models import inception
