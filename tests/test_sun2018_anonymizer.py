@@ -141,3 +141,13 @@ def test_engine_copy_passes_the_leak_audit(generator_dir, tmp_path):
     small = [r for r in result.rows if 0 < r.box[2] < 10]
     assert all(r.record == 'skipped:below_min_face_px' for r in small)
     assert any(r.record == 'anonymized' for r in result.rows)  # Faces with landmarks.
+    # Without landmarks the manifest says so for every face it replaced.
+    from safefakes_jax.data import manifest
+
+    bare = tmp_path / 'wider_sun2018_none'
+    folders.anonymized_copy(
+        src, bare, 'jpeg', name='sun2018', params=generator_dir, keypoints='none'
+    )
+    records = [r for e in manifest.read_entries(str(bare / manifest.MANIFEST)) for r in e['faces']]
+    assert 'anonymized:no_landmarks' in records
+    assert all(r == 'anonymized:no_landmarks' or r.startswith('skipped:') for r in records)

@@ -34,7 +34,7 @@ def _sn_state(variables):
     return {k: np.asarray(v) for k, v in flat.items() if k[-1] in ('u', 'v')}
 
 
-def test_tiny_training_moves_resumes_and_exports(root, tmp_path):
+def test_tiny_training_moves_resumes_and_exports(root, tmp_path, jax_compile_cache):
     config = tiny_config(root)
     full = ciagan_trainer.train_and_evaluate(config, str(tmp_path / 'full'))
     history = full['history']

@@ -48,11 +48,9 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from safefakes_jax.anonymizers import base
+from safefakes_jax.anonymizers import base, generator_folder
 from safefakes_jax.anonymizers import keypoints as keypoints_lib
-from safefakes_jax.anonymizers.deepprivacy import folder_sha256
 from safefakes_jax.data import ciagan_faces
-from safefakes_jax.models import torch_import
 
 FORMATS = ('ciagan',)
 KEYPOINT_SOURCES = ('sidecar', 'dlib68')  # The sources that give 68 landmarks.
@@ -65,8 +63,7 @@ TRAIN_HINT = (
 )
 
 
-class GeneratorNotFoundError(FileNotFoundError):
-    """No generator checkpoint where the config points (the message says how to make one)."""
+GeneratorNotFoundError = generator_folder.GeneratorNotFoundError
 
 
 @functools.lru_cache(maxsize=4)
@@ -79,23 +76,13 @@ def load_generator(path: str) -> tuple[Any, Any, str, dict]:
     """
     from safefakes_jax.models import ciagan
 
-    if not path or not os.path.isdir(path):
-        raise GeneratorNotFoundError(
-            f'CIAGAN generator not found: {path or "(anonymizer.params is empty)"}; ' + TRAIN_HINT
-        )
-    try:
-        info = torch_import.load_conversion_info(path)
-        variables = torch_import.load_converted(path)
-    except FileNotFoundError as e:
-        raise GeneratorNotFoundError(f'{e}; {TRAIN_HINT}') from None
-    if info.get('format') not in FORMATS:
-        raise ValueError(f'{path}: a {info.get("format")!r} checkpoint, not a CIAGAN generator')
+    info, variables, sha = generator_folder.read(path, FORMATS, 'CIAGAN', TRAIN_HINT)
     model = ciagan.Generator(
         num_classes=int(info['num_classes']),
         resolution=int(info.get('resolution', 128)),
         width=float(info.get('width', 1.0)),
     )
-    return model, variables, folder_sha256(path), info
+    return model, variables, sha, info
 
 
 @functools.lru_cache(maxsize=4)

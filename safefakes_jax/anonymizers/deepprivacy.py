@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import os
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -44,7 +43,7 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from safefakes_jax.anonymizers import base
+from safefakes_jax.anonymizers import base, generator_folder
 from safefakes_jax.anonymizers import keypoints as keypoints_lib
 from safefakes_jax.data import face_crops
 from safefakes_jax.models import torch_import
@@ -60,8 +59,8 @@ TRAIN_HINT = (
 )
 
 
-class GeneratorNotFoundError(FileNotFoundError):
-    """No generator checkpoint where the config points (the message says how to make one)."""
+GeneratorNotFoundError = generator_folder.GeneratorNotFoundError
+folder_sha256 = generator_folder.folder_sha256
 
 
 def _square(x0: int, y0: int, w: int, h: int, height: int, width: int) -> tuple[int, int, int]:
@@ -114,18 +113,6 @@ def box_in_crop(face: base.Face, crop_xyxy: np.ndarray, size: int) -> np.ndarray
     return np.clip((b * size / side).astype(np.int64), 0, size)
 
 
-def folder_sha256(path: str) -> str:
-    """sha256 over the relative names and bytes of every file under `path` (sorted)."""
-    digest = hashlib.sha256()
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        for name in sorted(files):
-            full = os.path.join(root, name)
-            digest.update(os.path.relpath(full, path).encode() + b'\0')
-            digest.update(torch_import.file_sha256(full).encode())
-    return digest.hexdigest()
-
-
 @functools.lru_cache(maxsize=4)
 def load_generator(path: str) -> tuple[Any, Any, str]:
     """(Generator module, params, sha256) of a generator folder (module docstring).
@@ -136,24 +123,11 @@ def load_generator(path: str) -> tuple[Any, Any, str]:
     """
     from safefakes_jax.models import deepprivacy
 
-    if not path or not os.path.isdir(path):
-        raise GeneratorNotFoundError(
-            f'DeepPrivacy generator not found: {path or "(anonymizer.params is empty)"}; '
-            + TRAIN_HINT
-        )
-    try:
-        info = torch_import.load_conversion_info(path)
-    except FileNotFoundError as e:
-        raise GeneratorNotFoundError(f'{e}; {TRAIN_HINT}') from None
-    if info.get('format') not in FORMATS:
-        raise ValueError(
-            f'{path}: a {info.get("format")!r} checkpoint, not a DeepPrivacy generator'
-        )
+    info, params, sha = generator_folder.read(path, FORMATS, 'DeepPrivacy', TRAIN_HINT)
     model = deepprivacy.Generator(
         width=float(info.get('width', 1.0)), resolution=int(info.get('resolution', 128))
     )
-    params = torch_import.load_converted(path)
-    return model, params, folder_sha256(path)
+    return model, params, sha
 
 
 @base.register('deepprivacy')

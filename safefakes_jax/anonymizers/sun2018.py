@@ -36,9 +36,9 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from safefakes_jax.anonymizers import base
+from safefakes_jax.anonymizers import base, generator_folder
 from safefakes_jax.anonymizers import keypoints as keypoints_lib
-from safefakes_jax.anonymizers.deepprivacy import box_in_crop, expand_box, folder_sha256
+from safefakes_jax.anonymizers.deepprivacy import box_in_crop, expand_box
 from safefakes_jax.data import face_crops
 from safefakes_jax.models import torch_import
 
@@ -52,8 +52,7 @@ TRAIN_HINT = (
 )
 
 
-class GeneratorNotFoundError(FileNotFoundError):
-    """No Sun2018 generator where the config points (the message says how to train one)."""
+GeneratorNotFoundError = generator_folder.GeneratorNotFoundError
 
 
 @functools.lru_cache(maxsize=4)
@@ -66,20 +65,11 @@ def load_generator(path: str) -> tuple[Any, Any, str]:
     """
     from safefakes_jax.models import sun2018
 
-    if not path or not os.path.isdir(path):
-        raise GeneratorNotFoundError(
-            f'Sun2018 generator not found: {path or "(anonymizer.params is empty)"}; ' + TRAIN_HINT
-        )
-    try:
-        info = torch_import.load_conversion_info(path)
-    except FileNotFoundError as e:
-        raise GeneratorNotFoundError(f'{e}; {TRAIN_HINT}') from None
-    if info.get('format') != FORMAT:
-        raise ValueError(f'{path}: a {info.get("format")!r} checkpoint, not a Sun2018 generator')
+    info, params, sha = generator_folder.read(path, (FORMAT,), 'Sun2018', TRAIN_HINT)
     model = sun2018.Generator(
         width=float(info.get('width', 1.0)), resolution=int(info.get('resolution', 128))
     )
-    return model, torch_import.load_converted(path), folder_sha256(path)
+    return model, params, sha
 
 
 def landmarks_to_crop(landmarks: np.ndarray | None, crop_xyxy: np.ndarray) -> np.ndarray:

@@ -21,18 +21,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-from absl import logging
 
 from safefakes_jax import sharding
 from safefakes_jax.data import ciagan_pairs, ciagan_sets
-from safefakes_jax.models import ciagan, siamese_resnet, torch_import
-from safefakes_jax.train import ciagan_step, loop, optim
+from safefakes_jax.models import ciagan, siamese_resnet
+from safefakes_jax.train import ciagan_step, gan_training, loop, optim
 from safefakes_jax.train import state as state_lib
 
 GENERATOR = ciagan_step.GENERATOR
 DISCRIMINATOR = ciagan_step.DISCRIMINATOR
 IDENTITY = ciagan_step.IDENTITY
-EXPORT_DIR = 'generator'  # <workdir>/generator: what the anonymizer loads.
+EXPORT_DIR = gan_training.EXPORT_DIR
 
 
 def _dtype(config: ml_collections.ConfigDict) -> Any:
@@ -99,29 +98,6 @@ def summary_networks(config: ml_collections.ConfigDict) -> dict[str, tuple[str, 
     }
 
 
-def export_generator(config, state: state_lib.TrainState, out_dir: str, train_faces: int):
-    """Writes the generator's variables (params and spectral-norm state) and `conversion.json`
-    (format `ciagan`, num_classes, resolution, width, step, dataset, train_faces) where the
-    `ciagan` anonymizer loads them (`anonymizer.params=<out_dir>`); None in a multi-process
-    run (orbax saves there are collective)."""
-    if jax.process_count() > 1:
-        logging.warning('multi-process run: the generator is not exported to %s', out_dir)
-        return None
-    net = jax.device_get(state.nets[GENERATOR])
-    m = config.model
-    info = {
-        'format': 'ciagan',
-        'num_classes': int(m.num_classes),
-        'resolution': int(m.resolution),
-        'width': float(m.width),
-        'step': int(jax.device_get(state.step)),
-        'dataset': config.dataset,
-        'train_faces': int(train_faces),
-    }
-    torch_import.save_converted(out_dir, net.variables, info, force=True)
-    return out_dir
-
-
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, stop_after: int | None = None
 ) -> dict[str, Any]:
@@ -132,11 +108,7 @@ def train_and_evaluate(
       FileNotFoundError, ValueError: missing or bad faces, more identities than the one-hot
         holds, a bad config.
     """
-    if config.data.batch_size % jax.process_count():
-        raise ValueError(
-            f'config.data.batch_size {config.data.batch_size} is not divisible by the '
-            f'{jax.process_count()} processes'
-        )
+    gan_training.check_batch(config)
     faces = ciagan_sets.load_faces(config.data, 'train', config.model.resolution)
     if faces.num_classes > config.model.num_classes:
         raise ValueError(
@@ -174,7 +146,12 @@ def train_and_evaluate(
             )
 
         def export(state: state_lib.TrainState) -> str | None:
-            return export_generator(config, state, os.path.join(workdir, EXPORT_DIR), len(faces))
+            out = os.path.join(workdir, EXPORT_DIR)
+            # The whole variables: the spectral-norm vectors are part of the network.
+            classes = {'num_classes': int(config.model.num_classes)}
+            return gan_training.export_generator(
+                config, state, out, 'ciagan', len(faces), with_state=True, info=classes
+            )
 
         return loop.Task(
             specs=specs(config, generator, discriminator, identity_net),

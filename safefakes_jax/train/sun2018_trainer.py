@@ -15,25 +15,21 @@ default) is exported to `<workdir>/generator` for the `sun2018` anonymizer.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-from absl import logging
 
-from safefakes_jax import sharding
-from safefakes_jax.data import face_crop_pipeline, face_crops
-from safefakes_jax.models import sun2018, torch_import
-from safefakes_jax.train import loop, optim, sun2018_step
+from safefakes_jax.models import sun2018
+from safefakes_jax.train import gan_training, optim, sun2018_step
 from safefakes_jax.train import state as state_lib
 
 GENERATOR = sun2018_step.GENERATOR
 DISCRIMINATOR = sun2018_step.DISCRIMINATOR
 BATCH_KEYS = ('image', 'box', 'landmarks68')
-EXPORT_DIR = 'generator'  # <workdir>/generator: the generator for the anonymizer.
+EXPORT_DIR = gan_training.EXPORT_DIR
 FORMAT = 'sun2018'  # conversion.json `format` of an export.
 
 
@@ -118,38 +114,6 @@ def make_step(config: ml_collections.ConfigDict, generator, discriminator, mesh)
     )
 
 
-def export_generator(
-    config: ml_collections.ConfigDict,
-    state: state_lib.TrainState,
-    out_dir: str,
-    train_faces: int | None = None,
-) -> str | None:
-    """Writes the generator of `state` where the `sun2018` anonymizer loads it
-    (`anonymizer.params=<out_dir>`): orbax params (`{'params': ...}`: the generator has no
-    other variables, InstanceNorm keeps no statistics) and `conversion.json` (format `sun2018`,
-    width, resolution, step, dataset, the training faces), atomically, replacing an older
-    export. It loads with `torch_import.load_converted(out_dir)` ->
-    `Generator(width, resolution).apply({'params': params}, condition, landmarks)`.
-
-    Returns:
-      `out_dir`, or None in a multi-process run (orbax saves there are collective).
-    """
-    if jax.process_count() > 1:
-        logging.warning('multi-process run: the generator is not exported to %s', out_dir)
-        return None
-    params = jax.device_get(state.nets[GENERATOR].eval_params)
-    info = {
-        'format': FORMAT,
-        'width': float(config.model.width),
-        'resolution': int(config.model.resolution),
-        'step': int(jax.device_get(state.step)),
-        'dataset': config.dataset,
-        **({'train_faces': int(train_faces)} if train_faces is not None else {}),
-    }
-    torch_import.save_converted(out_dir, params, info, force=True)
-    return out_dir
-
-
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, stop_after: int | None = None
 ) -> dict[str, Any]:
@@ -162,48 +126,14 @@ def train_and_evaluate(
       checkpoints.WorkdirConfigError: `workdir` holds a run of another config.
       FileNotFoundError, ValueError: missing or bad face crops, a bad config.
     """
-    if config.data.batch_size % jax.process_count():
-        raise ValueError(
-            f'config.data.batch_size {config.data.batch_size} is not divisible by the '
-            f'{jax.process_count()} processes'
-        )
-    d = config.data
-    train_crops = face_crops.load_split(d.source, d.train, 'train', limit=d.limit)
-
-    def make_task(mesh) -> loop.Task:
-        generator, discriminator = build_models(config)
-        step = make_step(config, generator, discriminator, mesh)
-
-        def batches(position: int):
-            ds = face_crop_pipeline.make_gan_dataset(
-                train_crops,
-                batch_size=config.data.batch_size // jax.process_count(),
-                resolution=config.model.resolution,
-                seed=config.seed,
-                train=True,
-                start_position=position,
-                flip=config.data.flip,
-                box_jitter=config.data.box_jitter,
-                landmarks68=True,
-            )
-            return face_crop_pipeline.as_numpy_batches(ds)
-
-        def export(state: state_lib.TrainState) -> str | None:
-            out = os.path.join(workdir, EXPORT_DIR)
-            return export_generator(config, state, out, len(train_crops))
-
-        return loop.Task(
-            specs=specs(config, generator, discriminator),
-            models={GENERATOR: generator, DISCRIMINATOR: discriminator},
-            train_step=step,
-            batches=batches,
-            shard=lambda b: sharding.shard_batch(b, mesh, BATCH_KEYS),
-            finite_keys=('d_loss', 'g_loss'),
-            batch_size=int(config.data.batch_size),
-            hparams={'data.train_faces': len(train_crops)},
-            results={'train_faces': len(train_crops)},
-            names_key='position',
-            export=export,
-        )
-
-    return loop.run(config, workdir, make_task, stop_after=stop_after)
+    return gan_training.train_on_face_crops(
+        config,
+        workdir,
+        build_models=build_models,
+        specs=specs,
+        make_step=make_step,
+        batch_keys=BATCH_KEYS,
+        export_format=FORMAT,
+        landmarks68=True,
+        stop_after=stop_after,
+    )
