@@ -352,9 +352,6 @@ def _weights(values: list[str]) -> dict[str, str]:
 
 
 def _scene_main(args) -> int:
-    from absl import logging  # No library INFO lines (orbax restoring weights).
-
-    logging.set_verbosity(logging.WARNING)
     try:
         if args.scene:
             scene = synthetic_scene(args.scene, args.scene_image, args.split, args.large_face_px)
@@ -432,4 +429,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
+    from absl import logging  # No library INFO lines (orbax restoring weights).
+
+    logging.set_verbosity(logging.WARNING)  # Here, not in main(): tests call main().
     sys.exit(main())
