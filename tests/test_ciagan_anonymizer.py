@@ -248,3 +248,17 @@ def test_engine_copy_records_and_keeps_pixels_outside_the_masks(
     config = json.loads((dst / 'anonymization_config.json').read_text())
     assert 'weights_sha256' in json.dumps(config)
     assert ciagan_faces.loader_side(R) == 36
+
+
+def test_engine_passes_the_sidecar_identity_for_identity_next(generator_dir, wider_root, tmp_path):
+    """`identity='next'` through the engine: the sidecar's per-face identity reaches the
+    method, so no image fails and every large face is generated."""
+    dst = tmp_path / 'wider_ciagan_next'
+    summary = folders.anonymized_copy(
+        wider_root, dst, 'png', name='ciagan', params=generator_dir, identity='next'
+    )
+    assert not summary.failed
+    with open(os.path.join(dst, manifest.MANIFEST)) as f:
+        records = [r for e in map(json.loads, f) for r in e['faces']]
+    assert any(r.startswith('anonymized') for r in records)
+    assert not [r for r in records if r.startswith('fallback:error')], set(records)
