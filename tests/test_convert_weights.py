@@ -325,7 +325,7 @@ def test_deepprivacy_v1_conversion_feeds_the_anonymizer(tmp_path, capsys):
     args = ['--format=deepprivacy_v1', f'--src={src}', f'--out={out}', f'--width={width}']
     assert convert_torch_weights.main(args) == 0
     assert 'deepprivacy_v1' in capsys.readouterr().out
-    model, params, sha = dp_anonymizer.load_generator(str(out))
+    model, params, sha, _ = dp_anonymizer.load_generator(str(out))
     assert (model.width, model.resolution) == (width, 128) and len(sha) == 64
     direct = deepprivacy.params_from_torch_state_dict(sd, width=width)
     x = (jnp.zeros((1, 128, 128, 3)), jnp.full((1, 7, 2), 0.3), jnp.zeros((1, 4, 4, 32)))

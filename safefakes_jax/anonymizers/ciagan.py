@@ -43,12 +43,12 @@ import functools
 import math
 import os
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import cv2
 import numpy as np
 
-from safefakes_jax.anonymizers import base, generator_folder
+from safefakes_jax.anonymizers import base, gan_base, generator_folder
 from safefakes_jax.anonymizers import keypoints as keypoints_lib
 from safefakes_jax.data import ciagan_faces
 
@@ -146,7 +146,7 @@ def covered(matrix: np.ndarray, resolution: int, y0: int, x0: int, shape) -> np.
 
 @base.register('ciagan')
 @dataclasses.dataclass
-class Ciagan(base.Anonymizer):
+class Ciagan(gan_base.GanAnonymizer):
     """The CIAGAN anonymizer (module docstring).
 
     Attributes:
@@ -169,11 +169,6 @@ class Ciagan(base.Anonymizer):
     face_batch: int = 32
     batch_size: int = 8
 
-    config_aliases: ClassVar[dict[str, str]] = {'params': 'weights'}
-    min_face_px: ClassVar[int] = 10
-    needs_keypoints: ClassVar[bool] = True
-    device_bound: ClassVar[bool] = True
-
     def __post_init__(self):
         if self.identity not in ('random', 'next'):
             raise ValueError(f"identity must be 'random' or 'next', got {self.identity!r}")
@@ -194,27 +189,11 @@ class Ciagan(base.Anonymizer):
         return self._model
 
     def params(self) -> dict[str, Any]:
-        # The folder's path does not make the output, its bytes do.
         model, _, sha, info, _ = self._load()
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        del fields['weights'], fields['batch_size']
-        return fields | {
-            'weights_sha256': sha,
-            'resolution': model.resolution,
+        return self.generator_params(model, sha, info) | {
             'num_classes': model.num_classes,
             'width': model.width,
-            'keypoint_source': self._source.params(),
-            # What trained the generator (a training export says; a conversion does not).
-            'generator': {
-                k: info[k] for k in ('dataset', 'step', 'train_faces', 'source') if k in info
-            },
         }
-
-    def anonymize_face(self, original, out, face, rng):  # pragma: no cover (batched only)
-        raise NotImplementedError('CIAGAN runs through anonymize_batch')
-
-    def anonymize(self, image, boxes, keypoints=None, rng=None, name=None) -> base.Result:
-        return self.anonymize_batch([base.Item(image, boxes, keypoints, rng, name)])[0]
 
     def _targets(self, item: base.Item, faces: Sequence[base.Face], num_classes: int):
         """The target class of each face (module docstring, 3)."""
@@ -234,13 +213,7 @@ class Ciagan(base.Anonymizer):
         return out
 
     def anonymize_batch(self, items: Sequence[base.Item]) -> list[base.Result]:
-        results, selected = [], []
-        for item in items:
-            original = base.check_image(item.image)
-            boxes = np.asarray(item.boxes, np.int64).reshape(-1, 4)
-            faces, records = self.select_faces(boxes, *original.shape[:2], item.keypoints)
-            results.append(base.Result(original.copy(), records))
-            selected.append((original, boxes, faces))
+        results, selected = self.select_items(items)
         if not any(faces for _, _, faces in selected):
             return results  # Nothing to generate: the model is not needed.
         model, variables, _, _, apply = self._load()

@@ -38,15 +38,14 @@ import dataclasses
 import functools
 import os
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import cv2
 import numpy as np
 
-from safefakes_jax.anonymizers import base, generator_folder
+from safefakes_jax.anonymizers import base, gan_base, generator_folder
 from safefakes_jax.anonymizers import keypoints as keypoints_lib
 from safefakes_jax.data import face_crops
-from safefakes_jax.models import torch_import
 
 EXPANSION = 0.35
 FALLBACK_EXPANSION = 0.7  # DeepPrivacy's `expand_bbox_simple(bbox, 2 * 0.35)`.
@@ -114,8 +113,8 @@ def box_in_crop(face: base.Face, crop_xyxy: np.ndarray, size: int) -> np.ndarray
 
 
 @functools.lru_cache(maxsize=4)
-def load_generator(path: str) -> tuple[Any, Any, str]:
-    """(Generator module, params, sha256) of a generator folder (module docstring).
+def load_generator(path: str) -> tuple[Any, Any, str, dict]:
+    """(Generator module, params, sha256, conversion info) of a generator folder (module docstring).
 
     Raises:
       GeneratorNotFoundError: no such folder or no checkpoint in it.
@@ -127,12 +126,12 @@ def load_generator(path: str) -> tuple[Any, Any, str]:
     model = deepprivacy.Generator(
         width=float(info.get('width', 1.0)), resolution=int(info.get('resolution', 128))
     )
-    return model, params, sha
+    return model, params, sha, info
 
 
 @base.register('deepprivacy')
 @dataclasses.dataclass
-class DeepPrivacy(base.Anonymizer):
+class DeepPrivacy(gan_base.GanAnonymizer):
     """The DeepPrivacy anonymizer (module docstring).
 
     Attributes:
@@ -154,11 +153,6 @@ class DeepPrivacy(base.Anonymizer):
     face_batch: int = 32
     batch_size: int = 8
 
-    config_aliases: ClassVar[dict[str, str]] = {'params': 'weights'}
-    min_face_px: ClassVar[int] = 10
-    needs_keypoints: ClassVar[bool] = True
-    device_bound: ClassVar[bool] = True
-
     def __post_init__(self):
         if self.z not in ('zero', 'random'):
             raise ValueError(f"z must be 'zero' or 'random', got {self.z!r}")
@@ -175,39 +169,19 @@ class DeepPrivacy(base.Anonymizer):
         if self._model is None:
             import jax
 
-            model, params, sha = load_generator(self.weights and os.path.abspath(self.weights))
+            model, params, sha, self._info = load_generator(
+                self.weights and os.path.abspath(self.weights)
+            )
             apply = jax.jit(lambda p, c, k, z: model.apply({'params': p}, c, k, z))
             self._model = (model, params, sha, apply)
         return self._model
 
     def params(self) -> dict[str, Any]:
-        # The folder's path does not make the output, its bytes do (and the resolution).
         model, _, sha, _ = self._load()
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        del fields['weights'], fields['batch_size'], fields['keypoints_path']
-        info = torch_import.load_conversion_info(os.path.abspath(self.weights))
-        return fields | {
-            'weights_sha256': sha,
-            'resolution': model.resolution,
-            'keypoint_source': self._source.params(),  # A JSON's sha256, not its path.
-            # What trained the generator (a training export says; a conversion does not).
-            'generator': {k: info[k] for k in ('dataset', 'step', 'train_faces') if k in info},
-        }
-
-    def anonymize_face(self, original, out, face, rng):  # pragma: no cover (batched only)
-        raise NotImplementedError('DeepPrivacy runs through anonymize_batch')
-
-    def anonymize(self, image, boxes, keypoints=None, rng=None, name=None) -> base.Result:
-        return self.anonymize_batch([base.Item(image, boxes, keypoints, rng, name)])[0]
+        return self.generator_params(model, sha, self._info, drop=('keypoints_path',))
 
     def anonymize_batch(self, items: Sequence[base.Item]) -> list[base.Result]:
-        results, selected = [], []
-        for item in items:
-            original = base.check_image(item.image)
-            boxes = np.asarray(item.boxes, np.int64).reshape(-1, 4)
-            faces, records = self.select_faces(boxes, *original.shape[:2], item.keypoints)
-            results.append(base.Result(original.copy(), records))
-            selected.append((original, boxes, faces))
+        results, selected = self.select_items(items)
         if not any(faces for _, _, faces in selected):
             return results  # Nothing to generate: the model is not needed.
         model, params, _, apply = self._load()

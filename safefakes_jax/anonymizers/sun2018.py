@@ -31,16 +31,15 @@ import dataclasses
 import functools
 import os
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import cv2
 import numpy as np
 
-from safefakes_jax.anonymizers import base, generator_folder
+from safefakes_jax.anonymizers import base, gan_base, generator_folder
 from safefakes_jax.anonymizers import keypoints as keypoints_lib
 from safefakes_jax.anonymizers.deepprivacy import box_in_crop, expand_box
 from safefakes_jax.data import face_crops
-from safefakes_jax.models import torch_import
 
 NUM_LANDMARKS = 68
 BLACKOUT_VALUE = -1.0  # As `models.sun2018.BLACKOUT_VALUE` (not imported: keeps JAX unloaded).
@@ -56,8 +55,8 @@ GeneratorNotFoundError = generator_folder.GeneratorNotFoundError
 
 
 @functools.lru_cache(maxsize=4)
-def load_generator(path: str) -> tuple[Any, Any, str]:
-    """(Generator module, params, sha256) of an exported generator folder.
+def load_generator(path: str) -> tuple[Any, Any, str, dict]:
+    """(Generator module, params, sha256, conversion info) of an exported generator folder.
 
     Raises:
       GeneratorNotFoundError: no such folder or no checkpoint in it.
@@ -69,7 +68,7 @@ def load_generator(path: str) -> tuple[Any, Any, str]:
     model = sun2018.Generator(
         width=float(info.get('width', 1.0)), resolution=int(info.get('resolution', 128))
     )
-    return model, params, sha
+    return model, params, sha, info
 
 
 def landmarks_to_crop(landmarks: np.ndarray | None, crop_xyxy: np.ndarray) -> np.ndarray:
@@ -83,7 +82,7 @@ def landmarks_to_crop(landmarks: np.ndarray | None, crop_xyxy: np.ndarray) -> np
 
 @base.register('sun2018')
 @dataclasses.dataclass
-class Sun2018(base.Anonymizer):
+class Sun2018(gan_base.GanAnonymizer):
     """The Sun2018 anonymizer (module docstring).
 
     Attributes:
@@ -98,11 +97,6 @@ class Sun2018(base.Anonymizer):
     keypoints: str = 'sidecar'
     face_batch: int = 32
     batch_size: int = 8
-
-    config_aliases: ClassVar[dict[str, str]] = {'params': 'weights'}
-    min_face_px: ClassVar[int] = 10
-    needs_keypoints: ClassVar[bool] = True
-    device_bound: ClassVar[bool] = True
 
     def __post_init__(self):
         if self.face_batch < 1 or self.batch_size < 1:
@@ -120,38 +114,19 @@ class Sun2018(base.Anonymizer):
         if self._model is None:
             import jax
 
-            model, params, sha = load_generator(self.weights and os.path.abspath(self.weights))
+            model, params, sha, self._info = load_generator(
+                self.weights and os.path.abspath(self.weights)
+            )
             apply = jax.jit(lambda p, c, lm: model.apply({'params': p}, c, lm))
             self._model = (model, params, sha, apply)
         return self._model
 
     def params(self) -> dict[str, Any]:
-        # The folder's path does not make the output, its bytes do (and the resolution).
         model, _, sha, _ = self._load()
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        del fields['weights'], fields['batch_size']
-        info = torch_import.load_conversion_info(os.path.abspath(self.weights))
-        return fields | {
-            'weights_sha256': sha,
-            'resolution': model.resolution,
-            'keypoint_source': self._source.params(),
-            'generator': {k: info[k] for k in ('dataset', 'step', 'train_faces') if k in info},
-        }
-
-    def anonymize_face(self, original, out, face, rng):  # pragma: no cover (batched only)
-        raise NotImplementedError('Sun2018 runs through anonymize_batch')
-
-    def anonymize(self, image, boxes, keypoints=None, rng=None, name=None) -> base.Result:
-        return self.anonymize_batch([base.Item(image, boxes, keypoints, rng, name)])[0]
+        return self.generator_params(model, sha, self._info)
 
     def anonymize_batch(self, items: Sequence[base.Item]) -> list[base.Result]:
-        results, selected = [], []
-        for item in items:
-            original = base.check_image(item.image)
-            boxes = np.asarray(item.boxes, np.int64).reshape(-1, 4)
-            faces, records = self.select_faces(boxes, *original.shape[:2], item.keypoints)
-            results.append(base.Result(original.copy(), records))
-            selected.append((original, boxes, faces))
+        results, selected = self.select_items(items)
         if not any(faces for _, _, faces in selected):
             return results  # Nothing to generate: the model is not needed.
         model, params, _, apply = self._load()
