@@ -62,35 +62,11 @@ def networks(config: Any) -> dict[str, tuple[str, Any, Callable[[], Any]]]:
     from safefakes_jax.models import dsfd
 
     trainer = _get(config, 'trainer', 'detector')
-    if trainer in ('ciagan', 'sun2018'):
+    if trainer != 'detector':  # A GAN trainer lists its own networks.
         import importlib
 
-        return importlib.import_module(f'safefakes_jax.train.{trainer}_trainer').summary_networks(
-            config
-        )
-    if _get(config, 'trainer', 'detector') == 'deepprivacy':
-        from safefakes_jax.train import deepprivacy_trainer
-
-        g, d = deepprivacy_trainer.build_models(config)
-        r = g.resolution
-        x = {
-            k: jax.ShapeDtypeStruct(v.shape, v.dtype)
-            for k, v in deepprivacy_trainer.example_inputs(r).items()
-        }
-        d_args = (x['image'], x['image'], x['keypoints'])
-        d_args += (x['mask'],) if d.variant == 'v2' else ()
-        return {
-            'generator': (
-                f'DeepPrivacy Generator(width={g.width}) at {r}x{r}',
-                g,
-                lambda: (jax.random.key(0), x['image'], x['keypoints'], x['z']),
-            ),
-            'discriminator': (
-                f'DeepPrivacy Discriminator({d.variant!r}, width={d.width}) at {r}x{r}',
-                d,
-                lambda: (jax.random.key(0), *d_args),
-            ),
-        }
+        module = importlib.import_module(f'safefakes_jax.train.{trainer}_trainer')
+        return module.summary_networks(config)
     size = int(_get(config, 'data.image_size', 640))
     width = float(_get(config, 'model.width', 1.0))
     detector = dsfd.DSFD(width=width, num_classes=2)

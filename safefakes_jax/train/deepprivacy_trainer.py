@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -73,6 +74,27 @@ def specs(
             lambda k: generator.init(k, x['image'], x['keypoints'], x['z']), g_tx, ema_decay(config)
         ),
         DISCRIMINATOR: state_lib.Spec(lambda k: discriminator.init(k, *d_args), d_tx),
+    }
+
+
+def summary_networks(config: ml_collections.ConfigDict) -> dict[str, tuple[str, Any, Any]]:
+    """`tools/model_summary.py`'s networks: name -> (description, module, abstract init args)."""
+    g, d = build_models(config)
+    r = g.resolution
+    x = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in example_inputs(r).items()}
+    d_args = (x['image'], x['image'], x['keypoints'])
+    d_args += (x['mask'],) if d.variant == 'v2' else ()
+    return {
+        GENERATOR: (
+            f'DeepPrivacy Generator(width={g.width}) at {r}x{r}',
+            g,
+            lambda: (jax.random.key(0), x['image'], x['keypoints'], x['z']),
+        ),
+        DISCRIMINATOR: (
+            f'DeepPrivacy Discriminator({d.variant!r}, width={d.width}) at {r}x{r}',
+            d,
+            lambda: (jax.random.key(0), *d_args),
+        ),
     }
 
 
